@@ -1,0 +1,5 @@
+import sys
+
+from presales_ws.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The Starlette application: routes, CORS, and a lifespan that loads what the process shares."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from presales_ws import __version__, protocol
+from presales_ws.config import ConfigError, Settings, load_settings
+from presales_ws.health import health
+from presales_ws.logs import configure_logging, get_logger
+from presales_ws.service import Service
+from presales_ws.session import SessionEndpoint
+from presales_ws.transcribers import create_transcriber
+from presales_ws.transcribers.base import TranscriberUnavailable
+
+log = get_logger("presales_ws.app")
+
+DEV_EXTENSION_ORIGINS = r"chrome-extension://[a-z]{32}"
+
+
+async def protocol_schema(request: Request) -> Response:
+    """The wire protocol as JSON Schema, generated from the msgspec structs."""
+    return Response(protocol.encoder.encode(protocol.json_schema()), media_type="application/json")
+
+
+def cors_middleware(settings: Settings) -> Middleware:
+    """Chrome extensions call the HTTP routes: any extension in development, the listed ones in production."""
+    if settings.cors_allow_origins:
+        return Middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins), allow_methods=["GET"])
+    if settings.environment == "development":
+        return Middleware(CORSMiddleware, allow_origin_regex=DEV_EXTENSION_ORIGINS, allow_methods=["GET"])
+    return Middleware(CORSMiddleware, allow_origins=[], allow_methods=["GET"])
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; with no settings, read them from the environment (how uvicorn --factory calls it)."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            print(f"presales-ws: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    configure_logging(settings)
+    transcriber = create_transcriber(settings)
+    try:
+        transcriber.check()
+    except TranscriberUnavailable as exc:
+        log.error("startup.failed", reason=str(exc))
+        print(f"presales-ws: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    service = Service(settings, transcriber)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.transcriber.start()
+        log.info("service.started", version=__version__, transcriber=transcriber.name)
+        try:
+            yield
+        finally:
+            service.draining = True
+            await service.transcriber.aclose()
+            log.info("service.stopped")
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/protocol.json", protocol_schema, methods=["GET"]),
+            WebSocketRoute("/ws/session", SessionEndpoint),
+        ],
+        middleware=[cors_middleware(settings)],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,51 @@
+"""Session audio: its format, and checking that a client frame is whole PCM before it goes further."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import msgspec
+
+from presales_ws.protocol import ProtocolError
+
+SAMPLE_WIDTH_BYTES = 2  # linear16
+
+
+class AudioFormat(msgspec.Struct, frozen=True):
+    """What the client sends: little-endian signed 16-bit PCM, channels interleaved."""
+
+    sample_rate: int = 16000
+    channels: int = 1
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one sample frame (one sample of every channel)."""
+        return SAMPLE_WIDTH_BYTES * self.channels
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.frame_bytes * self.sample_rate
+
+    def seconds(self, n_bytes: int) -> float:
+        return n_bytes / self.bytes_per_second
+
+
+def check_pcm(data: bytes, fmt: AudioFormat) -> bytes:
+    """Refuse a frame that would shift every later sample (odd bytes, partial channel frames)."""
+    if len(data) % SAMPLE_WIDTH_BYTES:
+        raise ProtocolError("invalid_audio", f"odd byte count {len(data)}: linear16 samples are 2 bytes")
+    if len(data) % fmt.frame_bytes:
+        raise ProtocolError(
+            "invalid_audio",
+            f"{len(data)} bytes is not a whole number of {fmt.channels}-channel frames ({fmt.frame_bytes} bytes each)",
+        )
+    return data
+
+
+def decode_base64_pcm(data: str, fmt: AudioFormat) -> bytes:
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("invalid_audio", "audio_chunk.data is not valid base64") from None
+    return check_pcm(raw, fmt)

@@ -1,0 +1,146 @@
+"""`presales-ws serve` runs the server; `presales-ws stream FILE.wav` streams a file as the extension would."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TextIO
+
+import anyio
+
+from presales_ws.client import SessionRefused, connect
+from presales_ws.protocol import Error, ServerMessage, Status, Suggestion, Transcript
+from presales_ws.wavfile import read_wav
+
+FRAME_MS = 20  # what the extension sends: 50 frames a second
+GRACEFUL_SHUTDOWN_S = 25
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from presales_ws.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"presales-ws: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "presales_ws.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        ws_max_size=4 * max(settings.max_frame_bytes, settings.max_text_frame_bytes),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        log_config=None,
+    )
+    return 0
+
+
+class TerminalView:
+    """Interims rewritten in place on a terminal (one line each elsewhere); finals printed with role and time."""
+
+    def __init__(self, out: TextIO, started: float) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.started = started
+        self.finals = 0
+        self.words = 0
+        self._interim_open = False
+
+    def show(self, message: ServerMessage) -> None:
+        if isinstance(message, Transcript):
+            label = f"{message.speaker:<10} [{message.start:6.2f}-{message.end:6.2f}]"
+            if not message.is_final:
+                if self.tty:
+                    self.out.write(f"\r\x1b[K{label} … {message.text}")
+                    self._interim_open = True
+                else:
+                    self.out.write(f"{label} … {message.text}\n")
+                self.out.flush()
+                return
+            self._end_interim()
+            if message.text:
+                lag = time.monotonic() - self.started - message.end
+                self.finals += 1
+                self.words += len(message.text.split())
+                self.out.write(f"{label}   {message.text}   (+{lag:.2f} s)\n")
+        elif isinstance(message, Error):
+            self._end_interim()
+            self.out.write(f"error {message.code}: {message.message}\n")
+        elif isinstance(message, Status):
+            self._end_interim()
+            details = {k: v for k, v in ((f, getattr(message, f)) for f in message.__struct_fields__) if v}
+            self.out.write(f"status {message.state} {details}\n")
+        elif isinstance(message, Suggestion):
+            self._end_interim()
+            self.out.write(f"suggestion ({message.confidence:.2f}) {message.question} -> {message.response}\n")
+        self.out.flush()
+
+    def _end_interim(self) -> None:
+        if self._interim_open:
+            self.out.write("\n")
+            self._interim_open = False
+
+
+async def stream_file(path: str, url: str, realtime: bool, out: TextIO) -> int:
+    audio = read_wav(path)
+    frame_bytes = audio.sample_rate * FRAME_MS // 1000 * 2 * audio.channels
+    try:
+        async with connect(url, sample_rate=audio.sample_rate, channels=audio.channels) as session:
+            view = TerminalView(out, time.monotonic())
+            view.show(session.ready)
+
+            async def send_audio() -> None:
+                for index, offset in enumerate(range(0, len(audio.pcm), frame_bytes)):
+                    if realtime:
+                        await anyio.sleep(max(0.0, view.started + index * FRAME_MS / 1000 - time.monotonic()))
+                    await session.send_pcm(audio.pcm[offset : offset + frame_bytes])
+                await session.stop()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_audio)
+                async for message in session:
+                    view.show(message)
+                tg.cancel_scope.cancel()
+            out.write(
+                f"-- {view.finals} finals, {view.words} words, {audio.duration_s:.1f} s of audio, "
+                f"closed {session.close_code}\n"
+            )
+            return 0 if session.close_code == 1000 else 1
+    except SessionRefused as exc:
+        print(f"presales-ws: session refused: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"presales-ws: cannot connect to {url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="presales-ws", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the server (settings from the environment and .env)")
+    serve_cmd.add_argument("--host", help="default: HOST or 127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, help="default: PORT or 8000")
+    stream_cmd = commands.add_parser("stream", help="stream a WAV file to a server and print transcripts")
+    stream_cmd.add_argument("file", help="a PCM WAV file (any rate; converted to 16 kHz s16 here)")
+    stream_cmd.add_argument("--url", default="ws://127.0.0.1:8000/ws/session")
+    stream_cmd.add_argument("--realtime", action="store_true", help="pace the audio as a live call would")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    try:
+        return anyio.run(stream_file, args.file, args.url, args.realtime, sys.stdout)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"presales-ws: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

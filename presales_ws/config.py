@@ -1,0 +1,153 @@
+"""Settings: read once from the environment (and `.env`), validated at start-up, then passed down."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import msgspec
+from environs import Env, EnvError
+
+from presales_ws.speakers import Role, parse_channel_roles
+
+TranscriberName = Literal["auto", "local", "deepgram"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of the service. Field names are the environment variables, lower-cased."""
+
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    log_format: LogFormat = "auto"
+
+    transcriber: TranscriberName = "auto"
+    deepgram_api_key: str | None = msgspec.field(default=None)
+
+    local_whisper_model: str | None = None
+    local_decode_threads: int = 0
+    local_max_streams: int = 0
+    local_endpointing_ms: int = 500
+    local_interim_interval_ms: int = 1000
+    local_max_utterance_s: float = 25.0
+    local_vad_threshold: float = 0.5
+
+    heartbeat_interval_s: float = 15.0
+    heartbeat_timeout_s: float = 45.0
+    max_frame_bytes: int = 64 * 1024
+    max_text_frame_bytes: int = 256 * 1024
+    outbox_max_messages: int = 512
+
+    channel_roles: tuple[Role, Role] = ("consultant", "customer")
+    role_confidence_threshold: float = 0.6
+    cors_allow_origins: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        # Keys never reach a log line, even when someone logs the whole settings object.
+        shown = {f: getattr(self, f) for f in self.__struct_fields__}
+        if shown["deepgram_api_key"]:
+            shown["deepgram_api_key"] = "***"
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    @property
+    def engine(self) -> Literal["local", "deepgram"]:
+        """The transcriber this process runs: Deepgram when a key is set, else the embedded one."""
+        if self.transcriber != "auto":
+            return self.transcriber
+        return "deepgram" if self.deepgram_api_key else "local"
+
+
+def load_settings(dotenv: str | None = ".env") -> Settings:
+    """Read the environment (after `.env`, which never overrides real variables) into Settings."""
+    env = Env(eager=False)
+    if dotenv and os.path.isfile(dotenv):
+        env.read_env(dotenv, recurse=False)
+    defaults = Settings()
+    values = dict(
+        environment=env.str("ENVIRONMENT", defaults.environment),
+        host=env.str("HOST", defaults.host),
+        port=env.int("PORT", defaults.port),
+        log_level=env.str("LOG_LEVEL", defaults.log_level),
+        log_format=env.str("LOG_FORMAT", defaults.log_format),
+        transcriber=env.str("TRANSCRIBER", defaults.transcriber),
+        deepgram_api_key=env.str("DEEPGRAM_API_KEY", "") or None,
+        local_whisper_model=env.str("LOCAL_WHISPER_MODEL", "") or None,
+        local_decode_threads=env.int("LOCAL_DECODE_THREADS", defaults.local_decode_threads),
+        local_max_streams=env.int("LOCAL_MAX_STREAMS", defaults.local_max_streams),
+        local_endpointing_ms=env.int("LOCAL_ENDPOINTING_MS", defaults.local_endpointing_ms),
+        local_interim_interval_ms=env.int("LOCAL_INTERIM_INTERVAL_MS", defaults.local_interim_interval_ms),
+        local_max_utterance_s=env.float("LOCAL_MAX_UTTERANCE_S", defaults.local_max_utterance_s),
+        local_vad_threshold=env.float("LOCAL_VAD_THRESHOLD", defaults.local_vad_threshold),
+        heartbeat_interval_s=env.float("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s),
+        heartbeat_timeout_s=env.float("HEARTBEAT_TIMEOUT_S", defaults.heartbeat_timeout_s),
+        max_frame_bytes=env.int("MAX_FRAME_BYTES", defaults.max_frame_bytes),
+        max_text_frame_bytes=env.int("MAX_TEXT_FRAME_BYTES", defaults.max_text_frame_bytes),
+        outbox_max_messages=env.int("OUTBOX_MAX_MESSAGES", defaults.outbox_max_messages),
+        channel_roles=env.str("CHANNEL_ROLES", ",".join(defaults.channel_roles)),
+        role_confidence_threshold=env.float("ROLE_CONFIDENCE_THRESHOLD", defaults.role_confidence_threshold),
+        cors_allow_origins=env.list("CORS_ALLOW_ORIGINS", []),
+    )
+    try:
+        env.seal()
+    except EnvError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    return settings_from_mapping(values)
+
+
+def settings_from_mapping(values: dict[str, object]) -> Settings:
+    """Validate raw values into Settings; errors name the environment variable at fault."""
+    raw_roles = values.get("channel_roles")
+    if isinstance(raw_roles, str):
+        try:
+            values["channel_roles"] = parse_channel_roles(raw_roles)
+        except ValueError as exc:
+            raise ConfigError(f"CHANNEL_ROLES: {exc}") from None
+    try:
+        settings = msgspec.convert(values, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{_variable_of(exc)}: {exc}") from None
+    _check_ranges(settings)
+    return settings
+
+
+def _variable_of(exc: msgspec.ValidationError) -> str:
+    # msgspec says "... - at `$.local_endpointing_ms`": turn the path back into the variable name.
+    text = str(exc)
+    if "`$." in text:
+        return text.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0].upper()
+    return "configuration"
+
+
+def _check_ranges(s: Settings) -> None:
+    checks: list[tuple[str, bool, str]] = [
+        ("PORT", 0 < s.port < 65536, "must be 1-65535"),
+        ("LOCAL_DECODE_THREADS", s.local_decode_threads >= 0, "must be >= 0 (0 = one per core)"),
+        ("LOCAL_MAX_STREAMS", s.local_max_streams >= 0, "must be >= 0 (0 = sized from the threads)"),
+        ("LOCAL_ENDPOINTING_MS", 100 <= s.local_endpointing_ms <= 5000, "must be 100-5000"),
+        ("LOCAL_INTERIM_INTERVAL_MS", 200 <= s.local_interim_interval_ms <= 10000, "must be 200-10000"),
+        ("LOCAL_MAX_UTTERANCE_S", 2 <= s.local_max_utterance_s <= 29, "must be 2-29 (Whisper sees 30 s)"),
+        ("LOCAL_VAD_THRESHOLD", 0 < s.local_vad_threshold < 1, "must be between 0 and 1"),
+        ("HEARTBEAT_INTERVAL_S", s.heartbeat_interval_s > 0, "must be > 0"),
+        ("HEARTBEAT_TIMEOUT_S", s.heartbeat_timeout_s > s.heartbeat_interval_s, "must exceed HEARTBEAT_INTERVAL_S"),
+        ("MAX_FRAME_BYTES", 1024 <= s.max_frame_bytes <= 16 * 1024 * 1024, "must be 1 KiB-16 MiB"),
+        ("MAX_TEXT_FRAME_BYTES", 1024 <= s.max_text_frame_bytes <= 16 * 1024 * 1024, "must be 1 KiB-16 MiB"),
+        ("OUTBOX_MAX_MESSAGES", s.outbox_max_messages >= 16, "must be >= 16"),
+        ("ROLE_CONFIDENCE_THRESHOLD", 0 < s.role_confidence_threshold <= 1, "must be in (0, 1]"),
+        (
+            "TRANSCRIBER",
+            not (s.transcriber == "deepgram" and not s.deepgram_api_key),
+            "deepgram needs DEEPGRAM_API_KEY",
+        ),
+    ]
+    for name, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{name}: {why}")
+    for origin in s.cors_allow_origins:
+        if not (origin == "*" or origin.startswith(("chrome-extension://", "http://", "https://"))):
+            raise ConfigError(f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (chrome-extension://<id>)")

@@ -1,0 +1,200 @@
+"""The wire protocol of /ws/session, declared once: msgspec structs tagged on `type`.
+
+Encoding, validation and the published JSON Schema (`GET /protocol.json`) all come from these declarations.
+docs/PROTOCOL.md explains each message, error code and close code.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import msgspec
+
+from presales_ws.speakers import Role
+
+# --- close codes -------------------------------------------------------------------------------------------
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes this service uses (4xxx are ours, modelled on the HTTP status they resemble)."""
+
+    NORMAL = 1000  # after `stop`: every final was sent
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009  # a frame over the hard transport limit (uvicorn closes)
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # the server is draining for a restart: reconnect
+    TRY_AGAIN_LATER = 1013  # transcriber at capacity or server full: reconnect later
+    BAD_PARAMETERS = 4400  # query parameters of /ws/session are invalid
+    IDLE_TIMEOUT = 4408  # nothing from the client (audio, pong, anything) for HEARTBEAT_TIMEOUT_S
+    CLIENT_TOO_SLOW = 4499  # the client stopped reading and even final transcripts backed up
+
+
+# --- error codes -------------------------------------------------------------------------------------------
+
+ErrorCode = Literal[
+    "invalid_json",  # a text frame that is not a JSON object
+    "unknown_type",  # a JSON object whose `type` is missing or not a client message type
+    "invalid_message",  # a known `type` with missing or mistyped fields
+    "invalid_audio",  # bad base64, odd byte count, or not whole frames for the channel count
+    "frame_too_large",  # a frame over MAX_FRAME_BYTES (text: MAX_TEXT_FRAME_BYTES); dropped
+    "sequence_gap",  # `audio_chunk.sequence` skipped numbers (audio is still used)
+    "sequence_repeat",  # `audio_chunk.sequence` did not increase (audio is still used)
+    "session_stopping",  # audio after `stop`; ignored
+    "invalid_params",  # bad query parameters at connect (then close 4400)
+    "transcriber_busy",  # the transcriber cannot take this session in real time (then close 1013)
+    "transcriber_failed",  # the transcriber could not transcribe some audio
+    "internal",  # a bug on our side (then close 1011)
+]
+
+# --- client -> server ----------------------------------------------------------------------------------------
+
+
+class AudioChunk(msgspec.Struct, tag="audio_chunk", tag_field="type"):
+    """PCM as base64 (the seed's JSON form); binary frames carry the same bytes without the 33% overhead."""
+
+    data: str
+    sequence: int | None = None
+
+
+class Stop(msgspec.Struct, tag="stop", tag_field="type"):
+    """Flush: every word already sent comes back final, then `status: closed` and close 1000."""
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type"):
+    """Liveness probe, either way; the other side answers with a `pong` carrying the same `ts`."""
+
+    ts: float | None = None
+
+
+class Pong(msgspec.Struct, tag="pong", tag_field="type"):
+    ts: float | None = None
+
+
+ClientMessage = AudioChunk | Stop | Ping | Pong
+
+# --- server -> client ----------------------------------------------------------------------------------------
+
+
+class Transcript(msgspec.Struct, tag="transcript", tag_field="type"):
+    """One piece of transcript; `start`/`end` are seconds of session audio (per channel)."""
+
+    text: str
+    speaker: Role
+    is_final: bool
+    speaker_id: int | None
+    channel: int
+    start: float
+    end: float
+    confidence: float | None
+    utterance_end: bool
+    role_confidence: float
+
+
+class Suggestion(msgspec.Struct, tag="suggestion", tag_field="type"):
+    question: str
+    response: str
+    confidence: float
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type"):
+    code: ErrorCode
+    message: str
+
+
+StatusState = Literal["ready", "roles", "reconnecting", "recovered", "closing", "closed"]
+
+
+class Status(msgspec.Struct, tag="status", tag_field="type", omit_defaults=True):
+    """Lifecycle of the session; only the fields that matter for `state` are present."""
+
+    state: StatusState
+    session_id: str | None = None
+    transcriber: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    channel_roles: list[Role] | None = None
+    roles: dict[str, Role] | None = None
+    reason: str | None = None
+
+
+ServerMessage = Transcript | Suggestion | Error | Status | Ping | Pong
+
+# --- session parameters (query string of /ws/session) -------------------------------------------------------
+
+SAMPLE_RATES_HZ = (8000, 16000, 24000, 32000, 44100, 48000)
+
+
+class SessionParams(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
+    sample_rate: int = 16000
+    channels: Literal[1, 2] = 1
+    encoding: Literal["linear16"] = "linear16"
+    language: Literal["en"] = "en"
+    channel_roles: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample_rate not in SAMPLE_RATES_HZ:
+            raise ValueError(f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES_HZ))}")
+
+
+# --- codecs, built once -------------------------------------------------------------------------------------
+
+client_decoder = msgspec.json.Decoder(ClientMessage)
+encoder = msgspec.json.Encoder()
+
+
+class _Envelope(msgspec.Struct):
+    type: Any = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+class ProtocolError(Exception):
+    """A client frame we cannot use; `code` is the stable error code sent back."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+
+
+def decode_client_message(data: str | bytes) -> ClientMessage:
+    """Decode one text frame, classifying failures by the stable error codes."""
+    try:
+        message: ClientMessage = client_decoder.decode(data)
+        return message
+    except msgspec.DecodeError as exc:
+        # Distinguish "not JSON" / "not an object" from "a message we do not know" / "bad fields".
+        try:
+            envelope = _envelope_decoder.decode(data)
+        except msgspec.ValidationError:
+            raise ProtocolError("invalid_json", "frame is not a JSON object") from None
+        except msgspec.DecodeError:
+            raise ProtocolError("invalid_json", f"malformed JSON: {exc}") from None
+        if envelope.type not in _CLIENT_TYPES:
+            raise ProtocolError(
+                "unknown_type",
+                f"unknown message type {envelope.type!r}; expected one of {', '.join(sorted(_CLIENT_TYPES))}",
+            ) from None
+        raise ProtocolError("invalid_message", f"invalid {envelope.type!r} message: {exc}") from None
+
+
+_CLIENT_TYPES = frozenset({"audio_chunk", "stop", "ping", "pong"})
+
+
+def encode(message: ServerMessage) -> bytes:
+    return encoder.encode(message)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of both directions, generated from the structs above."""
+    (client, server), components = msgspec.json.schema_components(
+        [ClientMessage, ServerMessage], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "presales-ws /ws/session protocol",
+        "$defs": components,
+        "properties": {"client_to_server": client, "server_to_client": server},
+    }

@@ -1,0 +1,354 @@
+"""One WebSocket session on /ws/session: audio in, transcripts out.
+
+A session is one anyio task group: the receive loop, the transcript forwarder, the heartbeat and the single
+writer run side by side. Whatever ends first (a disconnect, `stop`, an idle client, a failure) cancels the
+others, and the `finally` blocks release what the session held: its transcriber stream, its registry entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+from starlette.endpoints import WebSocketEndpoint
+from starlette.websockets import WebSocket, WebSocketState
+
+from presales_ws import protocol
+from presales_ws.audio import AudioFormat, check_pcm, decode_base64_pcm
+from presales_ws.logs import get_logger
+from presales_ws.outbox import Close, Outbox, OutboxOverflow
+from presales_ws.protocol import (
+    AudioChunk,
+    CloseCode,
+    Error,
+    ErrorCode,
+    Ping,
+    Pong,
+    ProtocolError,
+    SessionParams,
+    Status,
+    Stop,
+    Transcript,
+)
+from presales_ws.service import Service
+from presales_ws.speakers import Role, SpeakerTracker, parse_channel_roles
+from presales_ws.transcribers.base import (
+    TranscriberBusy,
+    TranscriberEvent,
+    TranscriberFailure,
+    TranscriberStatus,
+    TranscriberStream,
+    TranscriptEvent,
+)
+
+STOP_FLUSH_TIMEOUT_S = 30.0  # after `stop`, the transcriber has this long to return the last finals
+CLOSE_TIMEOUT_S = 5.0  # a close handshake with a client that stopped reading gives up after this
+
+log = get_logger("presales_ws.session")
+
+_params_type: Any = SessionParams
+
+
+class SessionEndpoint(WebSocketEndpoint):
+    """`/ws/session`. Frames are decoded here with msgspec, not by `encoding`: a bad frame gets an `error`
+    and the session goes on, where Starlette's json encoding would close the socket."""
+
+    encoding = None
+
+    async def dispatch(self) -> None:
+        websocket = WebSocket(self.scope, receive=self.receive, send=self.send)
+        service: Service = self.scope["app"].state.service
+        try:
+            params, channel_roles = self.parse_params(websocket, service)
+        except ProtocolError as exc:
+            await websocket.accept()
+            await websocket.send_text(protocol.encode(Error(exc.code, exc.message)).decode())
+            await websocket.close(CloseCode.BAD_PARAMETERS, "invalid parameters")
+            log.info("session.refused", reason="invalid_params", detail=exc.message)
+            return
+        session = Session(websocket, service, params, channel_roles)
+        await session.run()
+
+    def parse_params(self, websocket: WebSocket, service: Service) -> tuple[SessionParams, tuple[Role, Role]]:
+        query = dict(websocket.query_params)
+        try:
+            params: SessionParams = msgspec.convert(query, _params_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ProtocolError("invalid_params", f"invalid query parameters: {exc}") from None
+        roles = service.settings.channel_roles
+        if params.channel_roles is not None:
+            try:
+                roles = parse_channel_roles(params.channel_roles)
+            except ValueError as exc:
+                raise ProtocolError("invalid_params", f"channel_roles: {exc}") from None
+        return params, roles
+
+
+class Session:
+    """The state of one live session and the four tasks that serve it."""
+
+    log: Any
+    task_group: anyio.abc.TaskGroup
+
+    def __init__(
+        self, websocket: WebSocket, service: Service, params: SessionParams, channel_roles: tuple[Role, Role]
+    ) -> None:
+        self.websocket = websocket
+        self.service = service
+        self.settings = service.settings
+        self.format = AudioFormat(params.sample_rate, params.channels)
+        self.tracker = SpeakerTracker(params.channels, channel_roles, threshold=self.settings.role_confidence_threshold)
+        self.channel_roles = channel_roles
+        self.outbox = Outbox(self.settings.outbox_max_messages)
+        self.stopping = False
+        self.last_heard = anyio.current_time()
+        self.last_sequence: int | None = None
+        self.close_code: int | None = None
+        self.bytes_in = 0
+        self.finals_sent = 0
+        self.interims_sent = 0
+        self.errors_sent = 0
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        client = self.websocket.client
+        info = self.service.registry.add(f"{client.host}:{client.port}" if client else "?", self.format.channels)
+        self.log = log.bind(session_id=info.session_id)
+        await self.websocket.accept()
+        self.log.info(
+            "session.connected", client=info.client, sample_rate=self.format.sample_rate, channels=self.format.channels
+        )
+        try:
+            async with self.service.transcriber.stream(self.format, info.session_id) as stream:
+                self.outbox.put(
+                    self._encode(
+                        Status(
+                            "ready",
+                            session_id=info.session_id,
+                            transcriber=self.service.transcriber.name,
+                            sample_rate=self.format.sample_rate,
+                            channels=self.format.channels,
+                            channel_roles=list(self.channel_roles) if self.format.channels == 2 else None,
+                        )
+                    )
+                )
+                async with anyio.create_task_group() as tg:
+                    self.task_group = tg
+                    tg.start_soon(self.send_loop)
+                    tg.start_soon(self.receive_loop, stream)
+                    tg.start_soon(self.forward_transcripts, stream)
+                    tg.start_soon(self.heartbeat)
+        except TranscriberBusy as exc:
+            await self._refuse("transcriber_busy", str(exc), CloseCode.TRY_AGAIN_LATER)
+        except Exception:
+            self.log.exception("session.failed")
+            await self._refuse("internal", "internal error; the session is closed", CloseCode.INTERNAL_ERROR)
+        finally:
+            self.service.registry.remove(info.session_id)
+            self.log.info(
+                "session.disconnected",
+                duration_s=round(time.monotonic() - started, 3),
+                bytes_in=self.bytes_in,
+                finals_sent=self.finals_sent,
+                interims_sent=self.interims_sent,
+                interims_dropped=self.outbox.dropped,
+                errors_sent=self.errors_sent,
+                close_code=self.close_code,
+            )
+
+    # --- the four tasks --------------------------------------------------------------------------------------
+
+    async def send_loop(self) -> None:
+        """The only writer of the socket."""
+        while True:
+            item = await self.outbox.get()
+            if isinstance(item, Close):
+                await self._close(item.code, item.reason)
+                self.task_group.cancel_scope.cancel()
+                return
+            try:
+                await self.websocket.send({"type": "websocket.send", "text": item.decode()})
+            except Exception:  # the client went away mid-send: the receive loop sees the disconnect too
+                self.close_code = self.close_code or CloseCode.GOING_AWAY
+                self.task_group.cancel_scope.cancel()
+                return
+
+    async def receive_loop(self, stream: TranscriberStream) -> None:
+        while True:
+            message = await self.websocket.receive()
+            self.last_heard = anyio.current_time()
+            if message["type"] == "websocket.disconnect":
+                self.close_code = self.close_code or int(message.get("code") or CloseCode.NORMAL)
+                self.task_group.cancel_scope.cancel()
+                return
+            try:
+                data = message.get("bytes")
+                if data is not None:
+                    if len(data) > self.settings.max_frame_bytes:
+                        raise ProtocolError(
+                            "frame_too_large",
+                            f"binary frame of {len(data)} bytes exceeds {self.settings.max_frame_bytes}; dropped",
+                        )
+                    await self.on_audio(stream, check_pcm(data, self.format))
+                elif (text := message.get("text")) is not None:
+                    await self.on_text(stream, text)
+            except ProtocolError as exc:
+                self.send_error(exc.code, exc.message)
+
+    async def forward_transcripts(self, stream: TranscriberStream) -> None:
+        """Engine events -> roles -> wire messages."""
+        async for event in stream.events():
+            self.on_transcriber_event(event)
+        # The engine's events end only after `finish()`: every final for the audio received is out.
+        if self.stopping:
+            self.outbox.put(self._encode(Status("closed")))
+            self.outbox.close(CloseCode.NORMAL, "stopped")
+        else:
+            self.send_error("transcriber_failed", "the transcriber stream ended unexpectedly")
+            self.outbox.close(CloseCode.INTERNAL_ERROR, "transcriber ended")
+
+    async def heartbeat(self) -> None:
+        """Ping every HEARTBEAT_INTERVAL_S; close a client silent for HEARTBEAT_TIMEOUT_S."""
+        interval = self.settings.heartbeat_interval_s
+        timeout = self.settings.heartbeat_timeout_s
+        next_ping = anyio.current_time() + interval
+        while True:
+            now = anyio.current_time()
+            deadline = self.last_heard + timeout
+            if now >= deadline:
+                self.log.info("session.idle_timeout", silent_s=round(now - self.last_heard, 1))
+                self.outbox.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+                return
+            if now >= next_ping:
+                self.outbox.put(self._encode(Ping(ts=round(time.time(), 3))))
+                next_ping = now + interval
+            await anyio.sleep(max(0.0, min(next_ping, deadline) - now))
+
+    # --- frames ----------------------------------------------------------------------------------------------
+
+    async def on_text(self, stream: TranscriberStream, text: str) -> None:
+        if len(text) > self.settings.max_text_frame_bytes:
+            raise ProtocolError(
+                "frame_too_large",
+                f"text frame of {len(text)} characters exceeds {self.settings.max_text_frame_bytes}; dropped",
+            )
+        message = protocol.decode_client_message(text)
+        if isinstance(message, AudioChunk):
+            self.check_sequence(message.sequence)
+            await self.on_audio(stream, decode_base64_pcm(message.data, self.format))
+        elif isinstance(message, Ping):
+            self.outbox.put(self._encode(Pong(ts=message.ts)))
+        elif isinstance(message, Stop):
+            await self.on_stop(stream)
+        # Pong: its arrival already counted as a sign of life.
+
+    async def on_audio(self, stream: TranscriberStream, pcm: bytes) -> None:
+        if self.stopping:
+            raise ProtocolError("session_stopping", "audio after stop is ignored")
+        if pcm:
+            self.bytes_in += len(pcm)
+            await stream.send(pcm)
+
+    async def on_stop(self, stream: TranscriberStream) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.log.info("session.stop", audio_s=round(self.format.seconds(self.bytes_in), 2))
+        await stream.finish()
+        self.task_group.start_soon(self._stop_deadline)
+
+    async def _stop_deadline(self) -> None:
+        await anyio.sleep(STOP_FLUSH_TIMEOUT_S)
+        self.log.error("session.stop_timeout", timeout_s=STOP_FLUSH_TIMEOUT_S)
+        self.send_error("transcriber_failed", "the transcriber did not finish in time; some words may be missing")
+        self.outbox.close(CloseCode.INTERNAL_ERROR, "flush timeout")
+
+    def check_sequence(self, sequence: int | None) -> None:
+        if sequence is None:
+            return
+        last, self.last_sequence = self.last_sequence, sequence
+        if last is None or sequence == last + 1:
+            return
+        if sequence > last + 1:
+            self.send_error("sequence_gap", f"audio_chunk sequence jumped from {last} to {sequence}")
+        else:
+            self.send_error("sequence_repeat", f"audio_chunk sequence {sequence} after {last}")
+
+    # --- transcripts -----------------------------------------------------------------------------------------
+
+    def on_transcriber_event(self, event: TranscriberEvent) -> None:
+        if isinstance(event, TranscriptEvent):
+            roles_changed = event.is_final and self.tracker.observe_final(event.channel, event.speaker_id, event.text)
+            role, role_confidence = self.tracker.attribute(event.channel, event.speaker_id)
+            message = Transcript(
+                text=event.text,
+                speaker=role,
+                is_final=event.is_final,
+                speaker_id=event.speaker_id,
+                channel=event.channel,
+                start=event.start,
+                end=event.end,
+                confidence=event.confidence,
+                utterance_end=event.utterance_end,
+                role_confidence=round(role_confidence, 3),
+            )
+            self._put_transcript(message)
+            if roles_changed:
+                self.outbox.put(self._encode(Status("roles", roles=self.tracker.roles)))
+        elif isinstance(event, TranscriberStatus):
+            self.log.info("transcriber.status", state=event.state, reason=event.reason)
+            self.outbox.put(self._encode(Status(event.state, reason=event.reason)))
+        elif isinstance(event, TranscriberFailure):
+            self.log.warning("transcriber.failure", code=event.code, detail=event.message, fatal=event.fatal)
+            self.send_error(event.code, event.message)
+            if event.fatal:
+                self.outbox.close(CloseCode.INTERNAL_ERROR, event.code)
+
+    def _put_transcript(self, message: Transcript) -> None:
+        try:
+            self.outbox.put(self._encode(message), droppable=not message.is_final)
+        except OutboxOverflow as exc:
+            self.log.warning("session.client_too_slow", detail=str(exc))
+            self.outbox.close_now(CloseCode.CLIENT_TOO_SLOW, "client not reading")
+            return
+        if message.is_final:
+            self.finals_sent += 1
+        else:
+            self.interims_sent += 1
+
+    # --- plumbing --------------------------------------------------------------------------------------------
+
+    def send_error(self, code: ErrorCode, message: str) -> None:
+        self.errors_sent += 1
+        try:
+            self.outbox.put(self._encode(Error(code, message)))
+        except OutboxOverflow:
+            self.outbox.close_now(CloseCode.CLIENT_TOO_SLOW, "client not reading")
+
+    @staticmethod
+    def _encode(message: protocol.ServerMessage) -> bytes:
+        return protocol.encode(message)
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.close_code = code
+        if self.websocket.application_state != WebSocketState.CONNECTED:
+            return
+        with anyio.move_on_after(CLOSE_TIMEOUT_S), contextlib.suppress(Exception):  # the client may be gone
+            await self.websocket.close(code, reason)
+
+    async def _refuse(self, code: ErrorCode, message: str, close_code: int) -> None:
+        """Say why and close, outside the task group (which is already gone)."""
+        self.errors_sent += 1
+        self.close_code = close_code
+        if self.websocket.application_state != WebSocketState.CONNECTED:
+            return
+        with anyio.move_on_after(CLOSE_TIMEOUT_S), anyio.CancelScope(shield=True):
+            try:
+                await self.websocket.send_text(protocol.encode(Error(code, message)).decode())
+                await self.websocket.close(close_code, code)
+            except Exception:
+                pass

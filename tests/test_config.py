@@ -1,0 +1,57 @@
+"""Settings come from the environment and `.env`; a bad value stops start-up naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from presales_ws.config import ConfigError, load_settings
+
+
+def test_defaults_run_the_embedded_transcriber(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
+    settings = load_settings()
+    assert settings.engine == "local"
+    assert settings.heartbeat_interval_s == 15 and settings.heartbeat_timeout_s == 45
+    assert settings.local_endpointing_ms == 500
+    assert settings.channel_roles == ("consultant", "customer")
+
+
+def test_dotenv_is_read_and_real_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("LOCAL_ENDPOINTING_MS=700\nHEARTBEAT_INTERVAL_S=5\n")
+    monkeypatch.setenv("HEARTBEAT_INTERVAL_S", "7")
+    monkeypatch.delenv("LOCAL_ENDPOINTING_MS", raising=False)
+    settings = load_settings()
+    assert settings.local_endpointing_ms == 700
+    assert settings.heartbeat_interval_s == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("LOCAL_ENDPOINTING_MS", "-1"),
+        ("HEARTBEAT_TIMEOUT_S", "1"),
+        ("CHANNEL_ROLES", "customer,boss"),
+        ("TRANSCRIBER", "whisper"),
+        ("LOG_FORMAT", "xml"),
+        ("CORS_ALLOW_ORIGINS", "evil"),
+    ],
+)
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_deepgram_key_never_shows_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "dg_secret_123")
+    settings = load_settings()
+    assert settings.engine == "deepgram"
+    assert "dg_secret_123" not in repr(settings)
