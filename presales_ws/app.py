@@ -54,8 +54,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     try:
         transcriber.check()
     except TranscriberUnavailable as exc:
-        log.error("startup.failed", reason=str(exc))
-        print(f"presales-ws: {exc}", file=sys.stderr)
+        print(f"presales-ws: {exc}", file=sys.stderr)  # one plain line, whatever the log format
         raise SystemExit(2) from None
     service = Service(settings, transcriber)
 

@@ -22,6 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from presales_ws import protocol
 from presales_ws.protocol import AudioChunk, ClientMessage, Error, Ping, Pong, ServerMessage, Status, Stop
 
+MAX_SEND_FRAME_S = 0.5  # 16 KiB of 16 kHz mono: well under the server's default 64 KiB frame limit
+
 server_decoder = msgspec.json.Decoder(ServerMessage)
 _client_encoder = msgspec.json.Encoder()
 
@@ -44,6 +46,8 @@ class Session:
         self.ready = ready
         self.session_id = ready.session_id
         self._auto_pong = auto_pong
+        frame = 2 * (ready.channels or 1)
+        self._max_frame_bytes = int(MAX_SEND_FRAME_S * (ready.sample_rate or 16000)) * frame
 
     @property
     def close_code(self) -> int | None:
@@ -54,8 +58,16 @@ class Session:
         return self.ws.close_reason
 
     async def send_pcm(self, pcm: bytes) -> None:
-        """Binary frame: raw little-endian s16 PCM, channels interleaved (the efficient path)."""
-        await self.ws.send(pcm)
+        """Binary frames of raw little-endian s16 PCM, channels interleaved (the efficient path).
+
+        A long buffer goes out as several frames of at most MAX_SEND_FRAME_S, under the server's frame limit.
+        """
+        step = self._max_frame_bytes
+        if len(pcm) <= step:
+            await self.ws.send(pcm)
+            return
+        for offset in range(0, len(pcm), step):
+            await self.ws.send(pcm[offset : offset + step])
 
     async def send_chunk(self, pcm: bytes, sequence: int | None = None) -> None:
         """The JSON form: base64 PCM in an `audio_chunk`."""

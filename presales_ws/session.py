@@ -173,7 +173,7 @@ class Session:
             try:
                 await self.websocket.send({"type": "websocket.send", "text": item.decode()})
             except Exception:  # the client went away mid-send: the receive loop sees the disconnect too
-                self.close_code = self.close_code or CloseCode.GOING_AWAY
+                self.close_code = self.close_code or int(CloseCode.GOING_AWAY)
                 self.task_group.cancel_scope.cancel()
                 return
 
@@ -334,7 +334,7 @@ class Session:
         return protocol.encode(message)
 
     async def _close(self, code: int, reason: str) -> None:
-        self.close_code = code
+        self.close_code = int(code)
         if self.websocket.application_state != WebSocketState.CONNECTED:
             return
         with anyio.move_on_after(CLOSE_TIMEOUT_S), contextlib.suppress(Exception):  # the client may be gone
@@ -343,7 +343,7 @@ class Session:
     async def _refuse(self, code: ErrorCode, message: str, close_code: int) -> None:
         """Say why and close, outside the task group (which is already gone)."""
         self.errors_sent += 1
-        self.close_code = close_code
+        self.close_code = int(close_code)
         if self.websocket.application_state != WebSocketState.CONNECTED:
             return
         with anyio.move_on_after(CLOSE_TIMEOUT_S), anyio.CancelScope(shield=True):

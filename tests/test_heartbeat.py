@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from presales_ws.client import connect
-from presales_ws.protocol import Ping
+from presales_ws.protocol import Ping, Pong
 from tests.conftest import LiveServer, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +30,7 @@ async def test_server_pings_and_a_client_that_answers_stays(fast_heartbeat_serve
                 message = await session.recv()
                 if isinstance(message, Ping):
                     pings += 1
-                    await session.ws.send('{"type":"pong","ts":%s}' % message.ts)
+                    await session.send(Pong(ts=message.ts))
         assert pings >= 3
         assert session.close_code is None
         await session.stop()

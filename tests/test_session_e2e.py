@@ -129,3 +129,14 @@ async def test_disconnect_mid_utterance_releases_everything(live_server: LiveSer
     assert await anyio.to_thread.run_sync(
         live_server.wait_until, lambda: len(service.registry) == 0 and service.transcriber.open_streams == 0
     ), (len(service.registry), service.transcriber.open_streams)
+
+
+async def test_a_whole_file_sent_at_once_is_split_into_frames_and_transcribed(live_server: LiveServer) -> None:
+    """The README's client example: one send_pcm of a whole file."""
+    file = "pricing_question_us.wav"
+    async with connect(live_server.ws_url) as session:
+        await session.send_pcm(read_wav(FIXTURES / file).pcm)
+        await session.stop()
+        messages = [m async for m in session]
+    assert not [m for m in messages if getattr(m, "code", None)]
+    assert word_error_rate(reference_text(file), final_text(messages)) < MAX_WER

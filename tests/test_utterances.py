@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, WINDOW_SAMPLES, Decode, UtteranceSegmenter
@@ -45,7 +47,7 @@ def test_interims_come_about_every_interval_of_speech() -> None:
     _, decodes, _ = scripted("s" * 100 + "." * 20, interim_interval_ms=1000)
     interims = [d for d in decodes if not d.is_final]
     assert len(interims) == 3  # 100 windows = 3.2 s of speech
-    assert all(len(a.audio) < len(b.audio) for a, b in zip(interims, interims[1:], strict=False))
+    assert all(len(a.audio) < len(b.audio) for a, b in itertools.pairwise(interims))
     assert decodes[-1].is_final
 
 
