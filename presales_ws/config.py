@@ -29,6 +29,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     transcriber: TranscriberName = "auto"
     deepgram_api_key: str | None = msgspec.field(default=None)
+    deepgram_url: str = "https://api.deepgram.com"
+    deepgram_model: str = "nova-3"
+    deepgram_language: str = "en"
+    deepgram_endpointing_ms: int = 1000
+    deepgram_utterance_end_ms: int = 1000
+    deepgram_diarize: bool = True
+    deepgram_smart_format: bool = True
+    deepgram_keepalive_s: float = 4.0
+    deepgram_max_outage_s: float = 30.0
+    deepgram_final_watchdog_s: float = 5.0
+    deepgram_finalize_timeout_s: float = 5.0
+    deepgram_buffer_s: float = 60.0
 
     local_whisper_model: str | None = None
     local_decode_threads: int = 0
@@ -77,6 +89,18 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         log_format=env.str("LOG_FORMAT", defaults.log_format),
         transcriber=env.str("TRANSCRIBER", defaults.transcriber),
         deepgram_api_key=env.str("DEEPGRAM_API_KEY", "") or None,
+        deepgram_url=env.str("DEEPGRAM_URL", defaults.deepgram_url),
+        deepgram_model=env.str("DEEPGRAM_MODEL", defaults.deepgram_model),
+        deepgram_language=env.str("DEEPGRAM_LANGUAGE", defaults.deepgram_language),
+        deepgram_endpointing_ms=env.int("DEEPGRAM_ENDPOINTING_MS", defaults.deepgram_endpointing_ms),
+        deepgram_utterance_end_ms=env.int("DEEPGRAM_UTTERANCE_END_MS", defaults.deepgram_utterance_end_ms),
+        deepgram_diarize=env.bool("DEEPGRAM_DIARIZE", defaults.deepgram_diarize),
+        deepgram_smart_format=env.bool("DEEPGRAM_SMART_FORMAT", defaults.deepgram_smart_format),
+        deepgram_keepalive_s=env.float("DEEPGRAM_KEEPALIVE_S", defaults.deepgram_keepalive_s),
+        deepgram_max_outage_s=env.float("DEEPGRAM_MAX_OUTAGE_S", defaults.deepgram_max_outage_s),
+        deepgram_final_watchdog_s=env.float("DEEPGRAM_FINAL_WATCHDOG_S", defaults.deepgram_final_watchdog_s),
+        deepgram_finalize_timeout_s=env.float("DEEPGRAM_FINALIZE_TIMEOUT_S", defaults.deepgram_finalize_timeout_s),
+        deepgram_buffer_s=env.float("DEEPGRAM_BUFFER_S", defaults.deepgram_buffer_s),
         local_whisper_model=env.str("LOCAL_WHISPER_MODEL", "") or None,
         local_decode_threads=env.int("LOCAL_DECODE_THREADS", defaults.local_decode_threads),
         local_max_streams=env.int("LOCAL_MAX_STREAMS", defaults.local_max_streams),

@@ -43,6 +43,7 @@ ErrorCode = Literal[
     "session_stopping",  # audio after `stop`; ignored
     "invalid_params",  # bad query parameters at connect (then close 4400)
     "transcriber_busy",  # the transcriber cannot take this session in real time (then close 1013)
+    "transcriber_auth",  # the transcription provider refused our credentials (then close 1011)
     "transcriber_failed",  # the transcriber could not transcribe some audio
     "internal",  # a bug on our side (then close 1011)
 ]

@@ -8,6 +8,10 @@ from presales_ws.transcribers.base import Transcriber
 
 def create_transcriber(settings: Settings) -> Transcriber:
     """The engine the settings ask for; heavy loading waits for `start()` in the app's lifespan."""
+    if settings.engine == "deepgram":
+        from presales_ws.transcribers.deepgram import DeepgramTranscriber
+
+        return DeepgramTranscriber(settings)
     from presales_ws.transcribers.local import LocalTranscriber
 
     return LocalTranscriber(settings)

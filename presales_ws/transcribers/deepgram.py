@@ -1,0 +1,472 @@
+"""Deepgram Nova-3 live streaming through the official SDK, one provider connection per session.
+
+What the SDK leaves to us, done here: KeepAlive through silence, reconnecting with backoff when the
+connection drops, replaying the audio no final covered yet so no word is lost (or repeated), a watchdog for
+finals that never come, Finalize + CloseStream on `stop`, and diarized finals split at speaker changes.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from presales_ws.audio import AudioFormat
+from presales_ws.config import Settings
+from presales_ws.logs import get_logger
+from presales_ws.protocol import ErrorCode
+from presales_ws.transcribers.base import (
+    TranscriberEvent,
+    TranscriberFailure,
+    TranscriberStatus,
+    TranscriberUnavailable,
+    TranscriptEvent,
+)
+from presales_ws.transcribers.replay import ReplayBuffer
+
+MIN_SEND_MS = 20  # smaller client frames are coalesced up to this ...
+MAX_SEND_MS = 100  # ... and replayed audio goes out in sends of at most this
+COALESCE_WAIT_S = 0.02  # how long a small remainder waits for company before it is sent alone
+BACKOFF_FIRST_S = 0.25
+BACKOFF_MAX_S = 8.0
+CLOSE_WAIT_S = 5.0  # after CloseStream, how long we read before giving up on Deepgram's close
+RETRYABLE_STATUS = frozenset({408, 425, 429})  # and every 5xx
+AUTH_STATUS = frozenset({401, 403})
+EVENT_BUFFER = 256
+
+log = get_logger(__name__)
+
+
+class StuckStream(Exception):
+    """The provider took audio (and a Finalize) but answered nothing: worth a new connection."""
+
+
+def deepgram_environment(url: str) -> Any:
+    """DEEPGRAM_URL (http(s) or ws(s), hosted or self-hosted) as the SDK's environment object."""
+    from deepgram.environment import DeepgramClientEnvironment
+
+    parts = urlsplit(url.rstrip("/"))
+    secure = parts.scheme in ("https", "wss")
+    http = urlunsplit(parts._replace(scheme="https" if secure else "http"))
+    ws = urlunsplit(parts._replace(scheme="wss" if secure else "ws"))
+    return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
+
+
+class DeepgramTranscriber:
+    """The production engine; selected when DEEPGRAM_API_KEY is set (or TRANSCRIBER=deepgram)."""
+
+    name = "deepgram"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Any = None
+        self._open_streams = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._client is not None
+
+    @property
+    def open_streams(self) -> int:
+        return self._open_streams
+
+    def check(self) -> None:
+        if not self._settings.deepgram_api_key:
+            raise TranscriberUnavailable("TRANSCRIBER=deepgram needs DEEPGRAM_API_KEY")
+        try:
+            import deepgram  # noqa: F401
+        except ImportError:
+            raise TranscriberUnavailable("deepgram-sdk is not installed: pip install presales-ws") from None
+
+    async def start(self) -> None:
+        self.check()
+        from deepgram import AsyncDeepgramClient
+
+        self._client = AsyncDeepgramClient(
+            api_key=self._settings.deepgram_api_key, environment=deepgram_environment(self._settings.deepgram_url)
+        )
+        log.info(
+            "transcriber.ready", engine=self.name, url=self._settings.deepgram_url, model=self._settings.deepgram_model
+        )
+
+    async def aclose(self) -> None:
+        self._client = None
+
+    @asynccontextmanager
+    async def stream(self, fmt: AudioFormat, session_id: str) -> AsyncIterator[DeepgramStream]:
+        if self._client is None:
+            raise TranscriberUnavailable("the Deepgram client is not started")
+        self._open_streams += 1
+        try:
+            stream = DeepgramStream(self._client, fmt, self._settings, session_id)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stream.run)
+                try:
+                    yield stream
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._open_streams -= 1
+
+
+class DeepgramStream:
+    """One session's connection(s) to Deepgram, and the bookkeeping that makes reconnects lossless.
+
+    Positions are session byte offsets of the client's audio. Each provider connection starts at the commit
+    point (`origin`): the end of the audio every channel has a final for. Its timestamps are rebased onto
+    session time by adding `origin`, and words the client already has as finals are dropped.
+    """
+
+    def __init__(self, client: Any, fmt: AudioFormat, settings: Settings, session_id: str) -> None:
+        self._client = client
+        self._fmt = fmt
+        self._settings = settings
+        self._log = log.bind(session_id=session_id)
+        self._bytes_per_s = fmt.bytes_per_second
+        self._min_send = fmt.bytes_per_second * MIN_SEND_MS // 1000
+        self._max_send = fmt.bytes_per_second * MAX_SEND_MS // 1000
+        self._buffer = ReplayBuffer(int(settings.deepgram_buffer_s * fmt.bytes_per_second), fmt.frame_bytes)
+        self._committed_s = [0.0] * fmt.channels  # per channel: session seconds the client has finals for
+        self._utterance_open = [False] * fmt.channels  # a final went out without utterance_end
+        self._origin = 0  # session byte position of the current connection's time 0
+        self._sent = 0  # session byte position sent on the current connection
+        self._new_audio = anyio.Event()
+        self._finishing = False
+        self._finalize_answered = anyio.Event()
+        self._send_events: MemoryObjectSendStream[TranscriberEvent]
+        self._receive_events: MemoryObjectReceiveStream[TranscriberEvent]
+        self._send_events, self._receive_events = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
+        self._last_message_at = 0.0
+        self._unfinalized_since: float | None = None  # first interim with words since the last final
+        self._finalize_sent_at: float | None = None
+        self._connections = 0
+        self._latencies_s: list[float] = []
+        self._buffer_overflow_reported = False
+        self._stream_ended = False
+        self._sent_at_last_message = 0
+
+    # --- the TranscriberStream interface ---------------------------------------------------------------------
+
+    async def send(self, pcm: bytes) -> None:
+        if self._buffer.append(pcm) and not self._buffer_overflow_reported:
+            self._buffer_overflow_reported = True
+            self._log.error("deepgram.buffer_overflow", buffered_s=self._settings.deepgram_buffer_s)
+            await self._emit(
+                TranscriberFailure(
+                    "transcriber_busy", "Deepgram is not keeping up; the oldest unsent audio was dropped"
+                )
+            )
+        self._new_audio.set()
+
+    async def finish(self) -> None:
+        self._finishing = True
+        self._new_audio.set()
+
+    async def events(self) -> AsyncIterator[TranscriberEvent]:
+        async with self._receive_events:
+            async for event in self._receive_events:
+                yield event
+
+    # --- connections ------------------------------------------------------------------------------------------
+
+    @property
+    def _options(self) -> dict[str, str]:
+        s = self._settings
+        options = {
+            "model": s.deepgram_model,
+            "language": s.deepgram_language,
+            "encoding": "linear16",
+            "sample_rate": str(self._fmt.sample_rate),
+            "channels": str(self._fmt.channels),
+            "interim_results": "true",
+            "punctuate": "true",
+            "smart_format": "true" if s.deepgram_smart_format else "false",
+            "diarize": "true" if s.deepgram_diarize else "false",
+            "endpointing": str(s.deepgram_endpointing_ms),
+            "utterance_end_ms": str(s.deepgram_utterance_end_ms),
+            "vad_events": "true",
+        }
+        if self._fmt.channels > 1:
+            options["multichannel"] = "true"
+        return options
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until the stream is finished or declared lost."""
+        from deepgram.core.api_error import ApiError
+        from websockets.exceptions import WebSocketException
+
+        attempt = 0
+        outage_since: float | None = None
+        async with self._send_events:
+            while True:
+                self._connections += 1
+                self._log.info(
+                    "deepgram.connecting",
+                    attempt=self._connections,
+                    replay_s=round((self._buffer.end - self._buffer.start) / self._bytes_per_s, 2),
+                )
+                try:
+                    async with self._client.listen.v1.connect(**self._options) as connection:
+                        if outage_since is not None:
+                            self._log.info("deepgram.recovered", outage_s=round(anyio.current_time() - outage_since, 2))
+                            await self._emit(TranscriberStatus("recovered"))
+                        outage_since, attempt = None, 0
+                        if await self._serve(connection):
+                            self._log_summary()
+                            return
+                        reason = "connection closed by Deepgram"
+                except ApiError as exc:
+                    status = exc.status_code or 0
+                    if status in AUTH_STATUS:
+                        self._log.error("deepgram.auth_failed", status=status)
+                        await self._fail("transcriber_auth", "Deepgram refused the API key; check DEEPGRAM_API_KEY")
+                        return
+                    if status not in RETRYABLE_STATUS and status < 500:
+                        self._log.error("deepgram.refused", status=status)
+                        await self._fail("transcriber_failed", f"Deepgram refused the stream (HTTP {status})")
+                        return
+                    reason = f"HTTP {status}"
+                except (OSError, TimeoutError, WebSocketException, StuckStream) as exc:
+                    reason = _describe(exc)
+                now = anyio.current_time()
+                if outage_since is None:
+                    outage_since = now
+                    self._log.warning("deepgram.disconnected", reason=reason)
+                    await self._emit(TranscriberStatus("reconnecting", reason=reason))
+                if now - outage_since >= self._settings.deepgram_max_outage_s:
+                    self._log.error("deepgram.gave_up", outage_s=round(now - outage_since, 1), reason=reason)
+                    await self._fail(
+                        "transcriber_failed",
+                        f"Deepgram unreachable for {self._settings.deepgram_max_outage_s:.0f} s ({reason})",
+                    )
+                    return
+                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                self._log.info("deepgram.backoff", delay_s=round(delay, 2), reason=reason)
+                await anyio.sleep(delay)
+
+    async def _serve(self, connection: Any) -> bool:
+        """One connection's life; True when the stream finished cleanly, False to reconnect."""
+        self._origin = self._sent = self._sent_at_last_message = self._buffer.start
+        self._last_message_at = anyio.current_time()
+        self._unfinalized_since = self._finalize_sent_at = None
+        outcome: list[BaseException] = []
+        closed = anyio.Event()
+
+        async with anyio.create_task_group() as tg:
+
+            async def guarded(work: Callable[[], Awaitable[None]], *, ends_connection: bool) -> None:
+                try:
+                    await work()
+                except Exception as exc:
+                    outcome.append(exc)
+                    tg.cancel_scope.cancel()
+                    return
+                if ends_connection:
+                    tg.cancel_scope.cancel()
+
+            async def read() -> None:
+                try:
+                    await self._read(connection)
+                finally:
+                    closed.set()
+
+            tg.start_soon(lambda: guarded(read, ends_connection=True))
+            tg.start_soon(lambda: guarded(lambda: self._pump(connection, closed), ends_connection=True))
+
+        if outcome:
+            raise outcome[0]
+        # Finished: we ended the stream, or Deepgram closed it after answering our Finalize.
+        return self._stream_ended or (self._finishing and closed.is_set() and self._finalize_answered.is_set())
+
+    async def _pump(self, connection: Any, closed: anyio.Event) -> None:
+        """Audio out (replay first), KeepAlive through silence, the final watchdog, and the end of stream."""
+        keepalive_s = self._settings.deepgram_keepalive_s
+        last_send = anyio.current_time()
+        while True:
+            chunk = self._buffer.read(self._sent, self._max_send)
+            if chunk and len(chunk) < self._min_send and not self._finishing:
+                with anyio.move_on_after(COALESCE_WAIT_S):
+                    await self._wait_for_audio()
+                chunk = self._buffer.read(self._sent, self._max_send)
+            if chunk:
+                await connection.send_media(chunk)
+                self._sent += len(chunk)
+                last_send = anyio.current_time()
+                continue
+            if self._finishing:
+                await self._end_of_stream(connection, closed)
+                return
+            await self._watchdog(connection)
+            with anyio.move_on_after(max(0.05, min(keepalive_s - (anyio.current_time() - last_send), 0.5))):
+                await self._wait_for_audio()
+            if self._buffer.end == self._sent and anyio.current_time() - last_send >= keepalive_s:
+                await connection.send_keep_alive()
+                last_send = anyio.current_time()
+
+    async def _wait_for_audio(self) -> None:
+        await self._new_audio.wait()
+        self._new_audio = anyio.Event()
+
+    async def _watchdog(self, connection: Any) -> None:
+        """Speech went out but no final came back: ask for one; if even that goes unanswered, reconnect."""
+        now = anyio.current_time()
+        bound = self._settings.deepgram_final_watchdog_s
+        if self._finalize_sent_at is not None:
+            if self._last_message_at < self._finalize_sent_at and now - self._finalize_sent_at >= bound:
+                self._log.warning("deepgram.stuck", waited_s=round(now - self._finalize_sent_at, 1))
+                raise StuckStream("no answer to Finalize")
+            return
+        waiting = self._unfinalized_since is not None and now - self._unfinalized_since >= bound
+        # Audio keeps going out (a second or more of it) and nothing at all comes back.
+        silent = self._sent - self._sent_at_last_message >= self._bytes_per_s and now - self._last_message_at >= bound
+        if waiting or silent:
+            self._log.warning("deepgram.final_overdue", waited_s=bound, silent=silent)
+            self._finalize_sent_at = now
+            await connection.send_finalize()
+
+    async def _end_of_stream(self, connection: Any, closed: anyio.Event) -> None:
+        """After `stop`: Finalize, wait for its results, CloseStream, read until Deepgram closes."""
+        self._finalize_answered = anyio.Event()
+        await connection.send_finalize()
+        with anyio.move_on_after(self._settings.deepgram_finalize_timeout_s):
+            await self._finalize_answered.wait()
+        await connection.send_close_stream()
+        with anyio.move_on_after(CLOSE_WAIT_S):
+            await closed.wait()
+        self._stream_ended = True
+
+    # --- results ----------------------------------------------------------------------------------------------
+
+    async def _read(self, connection: Any) -> None:
+        from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1UtteranceEnd
+
+        async for message in connection:
+            self._last_message_at = anyio.current_time()
+            self._sent_at_last_message = self._sent
+            if isinstance(message, ListenV1Results):
+                await self._on_results(message)
+            elif isinstance(message, ListenV1UtteranceEnd):
+                await self._on_utterance_end(message)
+            elif isinstance(message, ListenV1Error):
+                self._log.warning(
+                    "deepgram.error",
+                    variant=getattr(message, "variant", None),
+                    description=getattr(message, "description", None),
+                )
+
+    async def _on_results(self, result: Any) -> None:
+        channel = result.channel_index[0] if result.channel_index else 0
+        if not 0 <= channel < self._fmt.channels:
+            return
+        origin_s = self._origin / self._bytes_per_s
+        alternative = result.channel.alternatives[0] if result.channel.alternatives else None
+        committed = self._committed_s[channel]
+        words = [
+            w
+            for w in (alternative.words if alternative else [])
+            if origin_s + (w.start + w.end) / 2 > committed  # the client already has words before the commit point
+        ]
+        if not result.is_final:
+            if words:
+                if self._unfinalized_since is None:
+                    self._unfinalized_since = anyio.current_time()
+                await self._emit(self._piece(words, channel, origin_s, is_final=False, utterance_end=False))
+            return
+
+        self._unfinalized_since = self._finalize_sent_at = None
+        if result.from_finalize:
+            self._finalize_answered.set()
+        speech_final = bool(result.speech_final)
+        pieces = _split_by_speaker(words)
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            await self._emit(self._piece(piece, channel, origin_s, is_final=True, utterance_end=last and speech_final))
+        if pieces:
+            self._utterance_open[channel] = not speech_final
+            if speech_final:
+                self._latencies_s.append(self._sent / self._bytes_per_s - (origin_s + pieces[-1][-1].end))
+        elif speech_final and self._utterance_open[channel]:
+            await self._emit(self._marker(channel, origin_s + result.start))
+        self._committed_s[channel] = max(committed, origin_s + result.start + result.duration)
+        commit_s = min(self._committed_s)
+        self._buffer.commit(int(commit_s * self._fmt.sample_rate) * self._fmt.frame_bytes)
+
+    async def _on_utterance_end(self, message: Any) -> None:
+        """UtteranceEnd after a final that did not close the utterance: an empty final carries the flag."""
+        channels = getattr(message, "channel", None) or [0]
+        channel = channels[0]
+        if 0 <= channel < self._fmt.channels and self._utterance_open[channel]:
+            end = self._origin / self._bytes_per_s + float(getattr(message, "last_word_end", 0.0) or 0.0)
+            await self._emit(self._marker(channel, max(end, 0.0)))
+
+    def _marker(self, channel: int, at_s: float) -> TranscriptEvent:
+        self._utterance_open[channel] = False
+        return TranscriptEvent(
+            text="", is_final=True, channel=channel, start=round(at_s, 3), end=round(at_s, 3), utterance_end=True
+        )
+
+    @staticmethod
+    def _piece(
+        words: list[Any], channel: int, origin_s: float, *, is_final: bool, utterance_end: bool
+    ) -> TranscriptEvent:
+        text = " ".join((w.punctuated_word or w.word) for w in words)
+        speakers = [w.speaker for w in words if w.speaker is not None]
+        return TranscriptEvent(
+            text=text,
+            is_final=is_final,
+            channel=channel,
+            start=round(origin_s + words[0].start, 3),
+            end=round(origin_s + words[-1].end, 3),
+            confidence=round(sum(w.confidence for w in words) / len(words), 3),
+            speaker_id=speakers[-1] if speakers else None,
+            utterance_end=utterance_end,
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------------------------
+
+    async def _emit(self, event: TranscriberEvent) -> None:
+        await self._send_events.send(event)
+
+    async def _fail(self, code: ErrorCode, message: str) -> None:
+        await self._emit(TranscriberFailure(code, message, fatal=True))
+
+    def _log_summary(self) -> None:
+        latencies = sorted(self._latencies_s)
+        self._log.info(
+            "deepgram.finished",
+            connections=self._connections,
+            audio_s=round(self._buffer.end / self._bytes_per_s, 2),
+            utterances=len(latencies),
+            speech_end_to_final_p50_s=round(statistics.median(latencies), 3) if latencies else None,
+            speech_end_to_final_max_s=round(latencies[-1], 3) if latencies else None,
+        )
+
+
+def _split_by_speaker(words: list[Any]) -> list[list[Any]]:
+    """A final spoken by several people becomes one piece per speaker turn, each with its own speaker id."""
+    pieces: list[list[Any]] = []
+    for word in words:
+        if pieces and pieces[-1][-1].speaker == word.speaker:
+            pieces[-1].append(word)
+        else:
+            pieces.append([word])
+    return pieces
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
+
+
+def _describe(exc: BaseException) -> str:
+    """A reason for logs and the client that never carries a header or a key."""
+    code = getattr(getattr(exc, "rcvd", None), "code", None)
+    return f"{type(exc).__name__}" + (f" (close {code})" if code else "")
