@@ -54,7 +54,8 @@ class TerminalView:
 
     def show(self, message: ServerMessage) -> None:
         if isinstance(message, Transcript):
-            label = f"{message.speaker:<10} [{message.start:6.2f}-{message.end:6.2f}]"
+            who = message.speaker + (f"#{message.speaker_id}" if message.speaker_id is not None else "")
+            label = f"{who:<12} [{message.start:6.2f}-{message.end:6.2f}]"
             if not message.is_final:
                 if self.tty:
                     self.out.write(f"\r\x1b[K{label} … {message.text}")

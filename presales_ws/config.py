@@ -164,6 +164,18 @@ def _check_ranges(s: Settings) -> None:
         ("OUTBOX_MAX_MESSAGES", s.outbox_max_messages >= 16, "must be >= 16"),
         ("ROLE_CONFIDENCE_THRESHOLD", 0 < s.role_confidence_threshold <= 1, "must be in (0, 1]"),
         (
+            "DEEPGRAM_URL",
+            s.deepgram_url.startswith(("https://", "http://", "wss://", "ws://")),
+            "must be an http(s):// or ws(s):// URL",
+        ),
+        ("DEEPGRAM_ENDPOINTING_MS", 10 <= s.deepgram_endpointing_ms <= 10000, "must be 10-10000"),
+        ("DEEPGRAM_UTTERANCE_END_MS", 1000 <= s.deepgram_utterance_end_ms <= 5000, "must be 1000-5000"),
+        ("DEEPGRAM_KEEPALIVE_S", 0.1 <= s.deepgram_keepalive_s <= 8, "must be 0.1-8 (Deepgram closes after ~10 s)"),
+        ("DEEPGRAM_MAX_OUTAGE_S", s.deepgram_max_outage_s > 0, "must be > 0"),
+        ("DEEPGRAM_FINAL_WATCHDOG_S", s.deepgram_final_watchdog_s > 0, "must be > 0"),
+        ("DEEPGRAM_FINALIZE_TIMEOUT_S", s.deepgram_finalize_timeout_s > 0, "must be > 0"),
+        ("DEEPGRAM_BUFFER_S", s.deepgram_buffer_s >= 5, "must be >= 5"),
+        (
             "TRANSCRIBER",
             not (s.transcriber == "deepgram" and not s.deepgram_api_key),
             "deepgram needs DEEPGRAM_API_KEY",

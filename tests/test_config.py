@@ -40,6 +40,9 @@ def test_dotenv_is_read_and_real_environment_wins(monkeypatch: pytest.MonkeyPatc
         ("TRANSCRIBER", "whisper"),
         ("LOG_FORMAT", "xml"),
         ("CORS_ALLOW_ORIGINS", "evil"),
+        ("DEEPGRAM_URL", "api.deepgram.com"),
+        ("DEEPGRAM_KEEPALIVE_S", "12"),
+        ("DEEPGRAM_DIARIZE", "maybe"),
     ],
 )
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str) -> None:

@@ -40,6 +40,7 @@ CLOSE_WAIT_S = 5.0  # after CloseStream, how long we read before giving up on De
 RETRYABLE_STATUS = frozenset({408, 425, 429})  # and every 5xx
 AUTH_STATUS = frozenset({401, 403})
 EVENT_BUFFER = 256
+DUPLICATE_TOLERANCE_S = 0.005  # timestamps are rounded to ms upstream
 
 log = get_logger(__name__)
 
@@ -134,6 +135,7 @@ class DeepgramStream:
         self._max_send = fmt.bytes_per_second * MAX_SEND_MS // 1000
         self._buffer = ReplayBuffer(int(settings.deepgram_buffer_s * fmt.bytes_per_second), fmt.frame_bytes)
         self._committed_s = [0.0] * fmt.channels  # per channel: session seconds the client has finals for
+        self._delivered_s = [0.0] * fmt.channels  # per channel: end of the last word sent in a final
         self._utterance_open = [False] * fmt.channels  # a final went out without utterance_end
         self._origin = 0  # session byte position of the current connection's time 0
         self._sent = 0  # session byte position sent on the current connection
@@ -256,6 +258,7 @@ class DeepgramStream:
         """One connection's life; True when the stream finished cleanly, False to reconnect."""
         self._origin = self._sent = self._sent_at_last_message = self._buffer.start
         self._last_message_at = anyio.current_time()
+        self._unanswered_since: float | None = None
         self._unfinalized_since = self._finalize_sent_at = None
         outcome: list[BaseException] = []
         closed = anyio.Event()
@@ -300,6 +303,8 @@ class DeepgramStream:
                 await connection.send_media(chunk)
                 self._sent += len(chunk)
                 last_send = anyio.current_time()
+                if self._unanswered_since is None:
+                    self._unanswered_since = last_send
                 continue
             if self._finishing:
                 await self._end_of_stream(connection, closed)
@@ -325,8 +330,12 @@ class DeepgramStream:
                 raise StuckStream("no answer to Finalize")
             return
         waiting = self._unfinalized_since is not None and now - self._unfinalized_since >= bound
-        # Audio keeps going out (a second or more of it) and nothing at all comes back.
-        silent = self._sent - self._sent_at_last_message >= self._bytes_per_s and now - self._last_message_at >= bound
+        # A second or more of audio went out and nothing at all came back for `bound` since it started going out.
+        silent = (
+            self._unanswered_since is not None
+            and now - self._unanswered_since >= bound
+            and self._sent - self._sent_at_last_message >= self._bytes_per_s
+        )
         if waiting or silent:
             self._log.warning("deepgram.final_overdue", waited_s=bound, silent=silent)
             self._finalize_sent_at = now
@@ -351,6 +360,7 @@ class DeepgramStream:
         async for message in connection:
             self._last_message_at = anyio.current_time()
             self._sent_at_last_message = self._sent
+            self._unanswered_since = None
             if isinstance(message, ListenV1Results):
                 await self._on_results(message)
             elif isinstance(message, ListenV1UtteranceEnd):
@@ -368,12 +378,9 @@ class DeepgramStream:
             return
         origin_s = self._origin / self._bytes_per_s
         alternative = result.channel.alternatives[0] if result.channel.alternatives else None
-        committed = self._committed_s[channel]
-        words = [
-            w
-            for w in (alternative.words if alternative else [])
-            if origin_s + (w.start + w.end) / 2 > committed  # the client already has words before the commit point
-        ]
+        delivered = self._delivered_s[channel] + DUPLICATE_TOLERANCE_S
+        # A replayed connection may hear again words the client already has as finals: those end by `delivered`.
+        words = [w for w in (alternative.words if alternative else []) if origin_s + w.end > delivered]
         if not result.is_final:
             if words:
                 if self._unfinalized_since is None:
@@ -390,12 +397,13 @@ class DeepgramStream:
             last = index == len(pieces) - 1
             await self._emit(self._piece(piece, channel, origin_s, is_final=True, utterance_end=last and speech_final))
         if pieces:
+            self._delivered_s[channel] = origin_s + pieces[-1][-1].end
             self._utterance_open[channel] = not speech_final
             if speech_final:
                 self._latencies_s.append(self._sent / self._bytes_per_s - (origin_s + pieces[-1][-1].end))
         elif speech_final and self._utterance_open[channel]:
             await self._emit(self._marker(channel, origin_s + result.start))
-        self._committed_s[channel] = max(committed, origin_s + result.start + result.duration)
+        self._committed_s[channel] = max(self._committed_s[channel], origin_s + result.start + result.duration)
         commit_s = min(self._committed_s)
         self._buffer.commit(int(commit_s * self._fmt.sample_rate) * self._fmt.frame_bytes)
 

@@ -1,0 +1,491 @@
+"""A Deepgram-compatible /v1/listen server for tests: Deepgram's wire format, deterministic "recognition".
+
+Fixture audio has digital silence around every utterance, so a speech region is a run of non-zero samples.
+The first 800 samples of a region identify which scripted utterance it is (audio arrives losslessly), and its
+words are spread evenly over the utterance's length. Timings are on each connection's own clock, as
+Deepgram's are. It can misbehave on cue (`Plan`) the way real connections do.
+
+Run standalone for manual checks: `python -m tests.deepgram_server --port 8766 --fixture call_two_channel.wav`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FINGERPRINT_SAMPLES = 800
+REGION_GAP_S = 0.3  # zeros that separate two speech regions
+INTERIM_EVERY_S = 0.5
+EMPTY_FINAL_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class ScriptedUtterance:
+    text: str
+    speaker: int
+    fingerprint: bytes
+    n_samples: int  # first to last non-zero sample
+
+
+@dataclass(frozen=True)
+class Script:
+    utterances: tuple[ScriptedUtterance, ...]
+    sample_rate: int = 16000
+
+    @classmethod
+    def from_manifest(cls, file: str, speakers: dict[int, int] | None = None, *, mono_mix: bool = False) -> Script:
+        """The fixture's utterances; speaker = channel unless `speakers` maps channel -> speaker id."""
+        manifest = {e["file"]: e for e in json.loads((FIXTURES / "fixtures.json").read_text())}[file]
+        import wave
+
+        with wave.open(str(FIXTURES / file), "rb") as wav:
+            rate, channels = wav.getframerate(), wav.getnchannels()
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, channels)
+        mixed = samples.astype(np.int32).sum(axis=1).clip(-32768, 32767).astype("<i2")
+        utterances = []
+        for u in manifest["utterances"]:
+            track = mixed if mono_mix else samples[:, u["channel"]]
+            a, b = round(u["start_s"] * rate), round(u["end_s"] * rate)
+            nonzero = np.flatnonzero(track[a:b])
+            first, last = a + int(nonzero[0]), a + int(nonzero[-1])
+            utterances.append(
+                ScriptedUtterance(
+                    text=u["text"],
+                    speaker=(speakers or {}).get(u["channel"], u["channel"]),
+                    fingerprint=track[first : first + FINGERPRINT_SAMPLES].astype("<i2").tobytes(),
+                    n_samples=last - first + 1,
+                )
+            )
+        return cls(tuple(utterances), rate)
+
+    def lookup(self, fingerprint: bytes) -> ScriptedUtterance | None:
+        return next((u for u in self.utterances if u.fingerprint == fingerprint), None)
+
+
+@dataclass
+class Plan:
+    """Misbehaviour by connection attempt (0, 1, 2, ... in arrival order, refused handshakes included)."""
+
+    refuse: dict[int, int] = field(default_factory=dict)  # attempt -> HTTP status at the handshake
+    drop_after_bytes: dict[int, int] = field(default_factory=dict)  # attempt -> abort TCP after N audio bytes
+    close_1011_after_bytes: dict[int, int] = field(default_factory=dict)  # attempt -> Error + close 1011
+    delay_s: float = 0.0  # every outgoing message waits this long
+    never_final: bool = False  # finals only in answer to Finalize / CloseStream
+    idle_timeout_s: float = 10.0  # Deepgram's NET-0001: no audio and no KeepAlive for this long
+
+
+@dataclass
+class ConnectionRecord:
+    index: int
+    refused_status: int | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    authorization_ok: bool = False
+    audio: bytearray = field(default_factory=bytearray)
+    control: list[str] = field(default_factory=list)
+    close_code: int | None = None
+    finals_sent: int = 0
+    final_word_counts: list[int] = field(default_factory=list)  # words in each final sent, in order
+    opened_at: float = field(default_factory=time.monotonic)
+    closed_at: float | None = None
+
+    @property
+    def audio_bytes(self) -> int:
+        return len(self.audio)
+
+
+@dataclass
+class _Pending:
+    utterance: ScriptedUtterance | None
+    start: int  # sample index on the connection clock
+    words_sent: int = 0  # words already finalized (by a Finalize mid-utterance)
+
+
+class _Channel:
+    """Recognition state of one channel of one connection."""
+
+    def __init__(self) -> None:
+        self.position = 0  # samples received
+        self.last_nonzero = -(10**9)
+        self.region: _Pending | None = None  # the region whose fingerprint is being collected or matched
+        self.fingerprint = bytearray()
+        self.pending: list[_Pending] = []  # regions not finalized yet
+        self.final_cursor = 0  # samples covered by finals
+        self.last_interim = 0
+
+
+class _Session:
+    """One connection: reads audio, answers like Deepgram."""
+
+    def __init__(self, fake: FakeDeepgram, ws: ServerConnection, record: ConnectionRecord) -> None:
+        self.fake, self.ws, self.record = fake, ws, record
+        q = record.query
+        self.rate = int(q.get("sample_rate", "16000"))
+        self.channels = int(q.get("channels", "1"))
+        self.multichannel = q.get("multichannel") == "true"
+        self.tracks = [_Channel() for _ in range(self.channels if self.multichannel else 1)]
+        self.diarize = q.get("diarize") == "true"
+        endpointing = q.get("endpointing", "300")
+        self.endpointing = None if endpointing == "false" else int(endpointing) * self.rate // 1000
+        self.utterance_end = "utterance_end_ms" in q
+        self.vad_events = q.get("vad_events") == "true"
+        self.last_activity = time.monotonic()
+        self.request_id = str(uuid.uuid4())
+
+    # --- outgoing ---------------------------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.fake.plan.delay_s:
+            await asyncio.sleep(self.fake.plan.delay_s)
+        await self.ws.send(json.dumps(message))
+
+    def words(self, pending: _Pending, upto: int | None) -> list[dict[str, Any]]:
+        """The region's words not yet finalized whose (proportional) end is within `upto` samples."""
+        if pending.utterance is None:
+            texts, length, speaker = ["unknown", "speech"], self.rate, 99
+        else:
+            texts, length, speaker = (
+                pending.utterance.text.split(),
+                pending.utterance.n_samples,
+                pending.utterance.speaker,
+            )
+        n = len(texts)
+        out = []
+        for i in range(pending.words_sent, n):
+            start = pending.start + length * i / n
+            end = pending.start + length * (i + (1.0 if i == n - 1 else 0.8)) / n
+            if upto is not None and end > upto:
+                break
+            word: dict[str, Any] = {
+                "word": texts[i].strip(",.?!").lower(),
+                "punctuated_word": texts[i],
+                "start": round(start / self.rate, 4),
+                "end": round(end / self.rate, 4),
+                "confidence": 0.98,
+            }
+            if self.diarize:
+                word["speaker"] = speaker
+            out.append(word)
+        return out
+
+    def results(
+        self,
+        channel: int,
+        start: int,
+        end: int,
+        words: list[dict[str, Any]],
+        *,
+        is_final: bool,
+        speech_final: bool = False,
+        from_finalize: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "type": "Results",
+            "channel_index": [channel, self.channels if self.multichannel else 1],
+            "duration": round((end - start) / self.rate, 4),
+            "start": round(start / self.rate, 4),
+            "is_final": is_final,
+            "speech_final": speech_final,
+            "from_finalize": from_finalize,
+            "channel": {
+                "alternatives": [
+                    {
+                        "transcript": " ".join(w["punctuated_word"] for w in words),
+                        "confidence": 0.98 if words else 0.0,
+                        "words": words,
+                    }
+                ]
+            },
+            "metadata": {
+                "request_id": self.request_id,
+                "model_info": {"name": "nova-3", "version": "fake", "arch": "a"},
+                "model_uuid": "u",
+            },
+        }
+
+    async def finalize(self, channel: int, track: _Channel, *, from_finalize: bool, speech_final: bool) -> None:
+        words: list[dict[str, Any]] = []
+        upto = None if speech_final else track.position
+        for pending in track.pending:
+            got = self.words(pending, upto)
+            pending.words_sent += len(got)
+            words += got
+        n_total = lambda p: len(p.utterance.text.split()) if p.utterance else 2  # noqa: E731
+        track.pending = [p for p in track.pending if p.words_sent < n_total(p)]
+        await self.send(
+            self.results(
+                channel,
+                track.final_cursor,
+                track.position,
+                words,
+                is_final=True,
+                speech_final=speech_final,
+                from_finalize=from_finalize,
+            )
+        )
+        self.record.finals_sent += 1
+        self.record.final_word_counts.append(len(words))
+        track.final_cursor = track.position
+        if speech_final and words and self.utterance_end:
+            await self.send(
+                {"type": "UtteranceEnd", "channel": [channel, len(self.tracks)], "last_word_end": words[-1]["end"]}
+            )
+
+    # --- incoming ---------------------------------------------------------------------------------------------
+
+    async def audio(self, data: bytes) -> None:
+        samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+        frames = samples.reshape(-1, self.channels)
+        if self.multichannel:
+            per_track = [frames[:, c] for c in range(self.channels)]
+        else:
+            per_track = [frames.astype(np.int32).sum(axis=1).clip(-32768, 32767).astype("<i2")]
+        for channel, (track, x) in enumerate(zip(self.tracks, per_track, strict=True)):
+            await self.track_audio(channel, track, np.ascontiguousarray(x))
+
+    async def track_audio(self, channel: int, track: _Channel, x: np.ndarray) -> None:
+        gap = int(REGION_GAP_S * self.rate)
+        for index in np.flatnonzero(x):
+            at = track.position + int(index)
+            if at - track.last_nonzero >= gap:  # a new speech region starts here
+                track.region = _Pending(None, at)
+                track.pending.append(track.region)
+                track.fingerprint = bytearray()
+                if self.vad_events:
+                    await self.send(
+                        {
+                            "type": "SpeechStarted",
+                            "channel": [channel, len(self.tracks)],
+                            "timestamp": round(at / self.rate, 4),
+                        }
+                    )
+            track.last_nonzero = at
+        if track.region is not None and len(track.fingerprint) < 2 * FINGERPRINT_SAMPLES:
+            offset = max(0, track.region.start - track.position)
+            need = 2 * FINGERPRINT_SAMPLES - len(track.fingerprint)
+            track.fingerprint += x[offset:].astype("<i2").tobytes()[:need]
+            if len(track.fingerprint) == 2 * FINGERPRINT_SAMPLES:
+                track.region.utterance = self.fake.script.lookup(bytes(track.fingerprint))
+        track.position += len(x)
+        if self.fake.plan.never_final:
+            pass
+        elif track.pending and self.endpointing is not None and track.position - track.last_nonzero >= self.endpointing:
+            await self.finalize(channel, track, from_finalize=False, speech_final=True)
+        elif not track.pending and track.position - track.final_cursor >= EMPTY_FINAL_EVERY_S * self.rate:
+            await self.finalize(channel, track, from_finalize=False, speech_final=False)
+        if track.pending and track.position - track.last_interim >= INTERIM_EVERY_S * self.rate:
+            track.last_interim = track.position
+            words = [w for p in track.pending for w in self.words(p, track.position)]
+            if words:
+                await self.send(self.results(channel, track.final_cursor, track.position, words, is_final=False))
+
+    async def serve(self) -> None:
+        plan, attempt = self.fake.plan, self.record.index
+        watcher = asyncio.create_task(self.idle_watch())
+        try:
+            async for message in self.ws:
+                self.last_activity = time.monotonic()
+                if isinstance(message, bytes):
+                    self.record.audio += message
+                    await self.audio(message)
+                    received = len(self.record.audio)
+                    if attempt in plan.drop_after_bytes and received >= plan.drop_after_bytes[attempt]:
+                        self.ws.transport.abort()  # no close frame: a network drop
+                        return
+                    if attempt in plan.close_1011_after_bytes and received >= plan.close_1011_after_bytes[attempt]:
+                        await self.send({"type": "Error", "variant": "INTERNAL", "description": "internal error"})
+                        await self.ws.close(1011, "internal error")
+                        return
+                    continue
+                kind = json.loads(message).get("type")
+                self.record.control.append(kind)
+                if kind in ("Finalize", "CloseStream"):
+                    for channel, track in enumerate(self.tracks):
+                        await self.finalize(channel, track, from_finalize=kind == "Finalize", speech_final=False)
+                if kind == "CloseStream":
+                    await self.send(
+                        {
+                            "type": "Metadata",
+                            "transaction_key": "x",
+                            "request_id": self.request_id,
+                            "sha256": "s",
+                            "created": "c",
+                            "channels": self.channels,
+                            "duration": round(self.tracks[0].position / self.rate, 4),
+                        }
+                    )
+                    await self.ws.close(1000)
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            watcher.cancel()
+
+    async def idle_watch(self) -> None:
+        timeout = self.fake.plan.idle_timeout_s
+        while True:
+            await asyncio.sleep(0.1)
+            if time.monotonic() - self.last_activity >= timeout:
+                await self.send(
+                    {
+                        "type": "Error",
+                        "variant": "NET-0001",
+                        "description": "did not receive audio data or a text message within the timeout window",
+                    }
+                )
+                await self.ws.close(1011, "NET-0001")
+                return
+
+
+class FakeDeepgram:
+    """The server, in a thread with its own event loop; `connections` records every attempt."""
+
+    def __init__(self, script: Script, api_key: str = "test-key", plan: Plan | None = None, port: int = 0) -> None:
+        self.script = script
+        self.api_key = api_key
+        self.plan = plan or Plan()
+        self._port = port
+        self._records: list[ConnectionRecord] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._server: Server | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def connections(self) -> list[ConnectionRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    def start(self) -> FakeDeepgram:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("fake Deepgram did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        self._thread.join(10)
+
+    def __enter__(self) -> FakeDeepgram:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        async with serve(self._handle, "127.0.0.1", self._port, process_request=self._handshake) as server:
+            self._server = server
+            self._started.set()
+            await server.wait_closed()
+
+    def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        with self._lock:
+            record = ConnectionRecord(index=len(self._records))
+            self._records.append(record)
+        record.query = dict(parse_qsl(urlsplit(request.path).query))
+        record.authorization_ok = request.headers.get("Authorization") == f"Token {self.api_key}"
+        connection.record = record  # type: ignore[attr-defined]
+        if urlsplit(request.path).path != "/v1/listen":
+            record.refused_status = 404
+        elif not record.authorization_ok:
+            record.refused_status = 401
+        elif record.index in self.plan.refuse:
+            record.refused_status = self.plan.refuse[record.index]
+        if record.refused_status is not None:
+            record.closed_at = time.monotonic()
+            return connection.respond(record.refused_status, f"refused ({record.refused_status})\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        record: ConnectionRecord = ws.record  # type: ignore[attr-defined]
+        try:
+            await _Session(self, ws, record).serve()
+        finally:
+            record.close_code = ws.close_code
+            record.closed_at = time.monotonic()
+
+
+def write_mono_mix(source: Path, target: Path) -> None:
+    """The stereo call summed to one channel: exact, since only one party speaks at a time."""
+    import wave
+
+    with wave.open(str(source), "rb") as wav:
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, channels)
+    with wave.open(str(target), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.astype(np.int32).sum(axis=1).clip(-32768, 32767).astype("<i2").tobytes())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--key", default="test-key")
+    parser.add_argument("--fixture", default="call_two_channel.wav")
+    parser.add_argument(
+        "--mono-mix",
+        action="store_true",
+        help="recognise the fixture mixed to one channel "
+        "(diarized: the customer on channel 1 is speaker 0, the consultant speaker 1)",
+    )
+    parser.add_argument("--write-mix", metavar="WAV", help="write the fixture mixed to mono to WAV and exit")
+    parser.add_argument("--drops", type=int, default=0, help="abort the first N connections mid-stream")
+    parser.add_argument("--drop-after-s", type=float, default=3.0, help="... after this much audio each")
+    args = parser.parse_args()
+    if args.write_mix:
+        write_mono_mix(FIXTURES / args.fixture, Path(args.write_mix))
+        return
+    script = Script.from_manifest(args.fixture, {0: 1, 1: 0} if args.mono_mix else None, mono_mix=args.mono_mix)
+    drop = int(args.drop_after_s * script.sample_rate * 2)
+    plan = Plan(drop_after_bytes={attempt: drop for attempt in range(args.drops)})
+    with FakeDeepgram(script, args.key, plan=plan, port=args.port) as fake:
+        print(f"fake Deepgram on {fake.url} (key {args.key!r}); Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
