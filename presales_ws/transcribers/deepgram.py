@@ -258,7 +258,7 @@ class DeepgramStream:
         """One connection's life; True when the stream finished cleanly, False to reconnect."""
         self._origin = self._sent = self._sent_at_last_message = self._buffer.start
         self._last_message_at = anyio.current_time()
-        self._unanswered_since: float | None = None
+        self._overdue_from: float | None = None
         self._unfinalized_since = self._finalize_sent_at = None
         outcome: list[BaseException] = []
         closed = anyio.Event()
@@ -303,8 +303,9 @@ class DeepgramStream:
                 await connection.send_media(chunk)
                 self._sent += len(chunk)
                 last_send = anyio.current_time()
-                if self._unanswered_since is None:
-                    self._unanswered_since = last_send
+                outstanding = self._sent - self._sent_at_last_message
+                if self._overdue_from is None and outstanding >= self._bytes_per_s:
+                    self._overdue_from = last_send  # a second of audio sent and not a word back since
                 continue
             if self._finishing:
                 await self._end_of_stream(connection, closed)
@@ -330,12 +331,8 @@ class DeepgramStream:
                 raise StuckStream("no answer to Finalize")
             return
         waiting = self._unfinalized_since is not None and now - self._unfinalized_since >= bound
-        # A second or more of audio went out and nothing at all came back for `bound` since it started going out.
-        silent = (
-            self._unanswered_since is not None
-            and now - self._unanswered_since >= bound
-            and self._sent - self._sent_at_last_message >= self._bytes_per_s
-        )
+        # A second or more of audio is outstanding, and has been for `bound`, with nothing at all coming back.
+        silent = self._overdue_from is not None and now - self._overdue_from >= bound
         if waiting or silent:
             self._log.warning("deepgram.final_overdue", waited_s=bound, silent=silent)
             self._finalize_sent_at = now
@@ -360,7 +357,7 @@ class DeepgramStream:
         async for message in connection:
             self._last_message_at = anyio.current_time()
             self._sent_at_last_message = self._sent
-            self._unanswered_since = None
+            self._overdue_from = None
             if isinstance(message, ListenV1Results):
                 await self._on_results(message)
             elif isinstance(message, ListenV1UtteranceEnd):
