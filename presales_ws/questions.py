@@ -1,4 +1,8 @@
-"""Does an utterance read as a question? The evidence the speaker tracker uses to tell the customer apart."""
+"""Does an utterance read as a question? The evidence the speaker tracker uses to tell the customer apart.
+
+A word-level heuristic rather than a model, so it costs nothing per final and behaves the same on every engine,
+with or without punctuation. A later issue will extend it.
+"""
 
 from __future__ import annotations
 
@@ -7,89 +11,51 @@ import re
 INTERROGATIVES = frozenset({"what", "how", "when", "where", "why", "who", "whom", "which", "whose"})
 AUXILIARIES = frozenset(
     {
-        "do",
-        "does",
-        "did",
-        "can",
-        "could",
-        "will",
-        "would",
-        "should",
-        "shall",
-        "may",
-        "might",
-        "must",
-        "is",
-        "are",
-        "was",
-        "were",
-        "am",
-        "have",
-        "has",
-        "had",
-        "isn't",
-        "aren't",
-        "doesn't",
-        "don't",
-        "can't",
-        "won't",
-        "wouldn't",
-        "couldn't",
-        "shouldn't",
-        "didn't",
-        "haven't",
-        "hasn't",
+        "do", "does", "did", "can", "could", "will", "would", "should", "shall", "may", "might", "must",
+        "is", "are", "was", "were", "am", "have", "has", "had",
+        "don't", "doesn't", "didn't", "can't", "couldn't", "won't", "wouldn't", "shouldn't",
+        "isn't", "aren't", "wasn't", "weren't", "haven't", "hasn't",
     }
-)
+)  # fmt: skip
+# What may follow an auxiliary that opens a question. "a"/"an" are left out on purpose: "Have a look at the
+# dashboard" and "Have a great day" are things a consultant says, not asks.
 SUBJECTS = frozenset(
     {
-        "you",
-        "your",
-        "we",
-        "our",
-        "i",
-        "it",
-        "its",
-        "they",
-        "their",
-        "there",
-        "this",
-        "that",
-        "these",
-        "those",
-        "he",
-        "she",
-        "the",
-        "a",
-        "an",
-        "any",
-        "anyone",
-        "someone",
-        "somebody",
-        "all",
-        "each",
-        "every",
+        "i", "you", "we", "they", "he", "she", "it", "there",
+        "my", "your", "our", "their", "his", "her", "its",
+        "this", "that", "these", "those", "the",
+        "any", "anyone", "anybody", "anything", "someone", "somebody", "something",
+        "everyone", "everybody", "everything", "all", "each", "every",
     }
-)
-FILLERS = frozenset({"so", "and", "but", "okay", "ok", "um", "uh", "well", "right", "also", "now", "then", "hmm"})
+)  # fmt: skip
+# An interrogative followed straight by one of these opens a clause, not a question: "When you log in, ...",
+# "What we recommend is ...", "How it works is ..." (the consultant's demo narration).
+PERSONAL_PRONOUNS = frozenset({"i", "you", "we", "they", "he", "she", "it"})
+FILLERS = frozenset(
+    {
+        "so", "and", "but", "or", "okay", "ok", "alright", "um", "uh", "erm", "er", "ah", "oh", "hmm", "mm",
+        "well", "right", "yeah", "yes", "no", "also", "now", "then", "actually", "sorry",
+    }
+)  # fmt: skip
 EMBEDDED_REQUESTS = (
     "i'd like to know",
     "i would like to know",
+    "i'd love to know",
+    "i want to know",
     "i was wondering",
     "i'm wondering",
     "i am wondering",
+    "i'm curious",
+    "i am curious",
     "can you tell me",
     "could you tell me",
     "tell me about",
     "tell me more",
-    "i'd love to know",
-    "i want to know",
     "do you know",
     "can you explain",
     "could you explain",
     "walk me through",
-    "i'm curious",
-    "i am curious",
+    "help me understand",
 )
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -98,18 +64,19 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 def is_question(text: str) -> bool:
     """True for "...?", "what/how ...", "does your ...", and embedded requests ("I was wondering whether ...")."""
     stripped = text.strip()
-    if not stripped:
-        return False
     if stripped.endswith("?"):
         return True
-    lowered = stripped.lower().replace("\u2019", "'")  # typographic apostrophe
-    if any(phrase in lowered for phrase in EMBEDDED_REQUESTS):
+    tokens = _WORD.findall(stripped.lower().replace("\u2019", "'"))  # typographic apostrophe, as some engines emit
+    spaced = f" {' '.join(tokens)} "
+    if any(f" {phrase} " in spaced for phrase in EMBEDDED_REQUESTS):
         return True
-    tokens = [t for t in _WORD.findall(lowered)]
     while tokens and tokens[0] in FILLERS:
         tokens.pop(0)
     if not tokens:
         return False
-    if tokens[0] in INTERROGATIVES:
+    first, rest = tokens[0], tokens[1:]
+    if first in INTERROGATIVES:
+        return not rest or rest[0].split("'")[0] not in PERSONAL_PRONOUNS  # "you", "we're", "it's"
+    if first.split("'")[0] in INTERROGATIVES:  # "what's", "how'd": the contraction carries the auxiliary
         return True
-    return tokens[0] in AUXILIARIES and len(tokens) > 1 and tokens[1] in SUBJECTS
+    return first in AUXILIARIES and bool(rest) and rest[0] in SUBJECTS
