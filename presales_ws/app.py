@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from presales_ws import __version__, protocol
+from presales_ws.access import AccessGate
 from presales_ws.config import ConfigError, Settings, load_settings
 from presales_ws.health import health
 from presales_ws.logs import configure_logging, get_logger
@@ -56,7 +57,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     except TranscriberUnavailable as exc:
         print(f"presales-ws: {exc}", file=sys.stderr)  # one plain line, whatever the log format
         raise SystemExit(2) from None
-    service = Service(settings, transcriber)
+    service = Service(settings, transcriber, AccessGate(settings))
+    if service.gate.open:
+        log.warning("access.open", detail="API_KEYS is not set: anyone who can reach this server may open sessions")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

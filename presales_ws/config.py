@@ -56,6 +56,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_text_frame_bytes: int = 256 * 1024
     outbox_max_messages: int = 512
 
+    api_keys: tuple[str, ...] = msgspec.field(default=())
+    allow_query_key: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    max_sessions: int = 500
+    max_sessions_per_key: int = 50
+    max_session_s: float = 4 * 3600.0
+    rate_limit_factor: float = 2.0
+    rate_limit_burst_s: float = 5.0
+    drain_timeout_s: float = 20.0
+
     channel_roles: tuple[Role, Role] = ("consultant", "customer")
     role_confidence_threshold: float = 0.6
     cors_allow_origins: tuple[str, ...] = ()
@@ -65,6 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         shown = {f: getattr(self, f) for f in self.__struct_fields__}
         if shown["deepgram_api_key"]:
             shown["deepgram_api_key"] = "***"
+        shown["api_keys"] = f"<{len(self.api_keys)} keys>"
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @property
@@ -116,6 +127,15 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         channel_roles=env.str("CHANNEL_ROLES", ",".join(defaults.channel_roles)),
         role_confidence_threshold=env.float("ROLE_CONFIDENCE_THRESHOLD", defaults.role_confidence_threshold),
         cors_allow_origins=env.list("CORS_ALLOW_ORIGINS", []),
+        api_keys=env.list("API_KEYS", []),
+        allow_query_key=env.bool("ALLOW_QUERY_KEY", defaults.allow_query_key),
+        allowed_origins=env.list("ALLOWED_ORIGINS", []),
+        max_sessions=env.int("MAX_SESSIONS", defaults.max_sessions),
+        max_sessions_per_key=env.int("MAX_SESSIONS_PER_KEY", defaults.max_sessions_per_key),
+        max_session_s=env.float("MAX_SESSION_S", defaults.max_session_s),
+        rate_limit_factor=env.float("RATE_LIMIT_FACTOR", defaults.rate_limit_factor),
+        rate_limit_burst_s=env.float("RATE_LIMIT_BURST_S", defaults.rate_limit_burst_s),
+        drain_timeout_s=env.float("DRAIN_TIMEOUT_S", defaults.drain_timeout_s),
     )
     try:
         env.seal()
@@ -164,6 +184,17 @@ def _check_ranges(s: Settings) -> None:
         ("OUTBOX_MAX_MESSAGES", s.outbox_max_messages >= 16, "must be >= 16"),
         ("ROLE_CONFIDENCE_THRESHOLD", 0 < s.role_confidence_threshold <= 1, "must be in (0, 1]"),
         (
+            "API_KEYS",
+            all(len(k) >= 16 and "," not in k and k.isprintable() for k in s.api_keys),
+            "each key must be at least 16 printable characters",
+        ),
+        ("MAX_SESSIONS", s.max_sessions >= 1, "must be >= 1"),
+        ("MAX_SESSIONS_PER_KEY", s.max_sessions_per_key >= 1, "must be >= 1"),
+        ("MAX_SESSION_S", s.max_session_s >= 1, "must be >= 1"),
+        ("RATE_LIMIT_FACTOR", s.rate_limit_factor >= 1, "must be >= 1 (1 = real time)"),
+        ("RATE_LIMIT_BURST_S", s.rate_limit_burst_s >= 0.5, "must be >= 0.5"),
+        ("DRAIN_TIMEOUT_S", 1 <= s.drain_timeout_s <= 300, "must be 1-300"),
+        (
             "DEEPGRAM_URL",
             s.deepgram_url.startswith(("https://", "http://", "wss://", "ws://")),
             "must be an http(s):// or ws(s):// URL",
@@ -184,6 +215,8 @@ def _check_ranges(s: Settings) -> None:
     for name, ok, why in checks:
         if not ok:
             raise ConfigError(f"{name}: {why}")
-    for origin in s.cors_allow_origins:
+    for origin in (*s.cors_allow_origins, *s.allowed_origins):
         if not (origin == "*" or origin.startswith(("chrome-extension://", "http://", "https://"))):
-            raise ConfigError(f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (chrome-extension://<id>)")
+            raise ConfigError(
+                f"CORS_ALLOW_ORIGINS/ALLOWED_ORIGINS: {origin!r} is not an origin (chrome-extension://<id>)"
+            )

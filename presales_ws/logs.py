@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -14,10 +15,27 @@ from presales_ws.config import Settings
 _SECRET_KEYS = frozenset({"api_key", "deepgram_api_key", "authorization", "key", "token"})
 
 
+# Keys in text: handshake headers logged by uvicorn/websockets at debug, query strings in access lines.
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)(authorization:?\s*(?:bearer|token|basic)?\s*)[^\s'\",]+"), r"\1***"),
+    (re.compile(r"(?i)(\bkey\.)[^\s'\",]+"), r"\1***"),
+    (re.compile(r"(?i)([?&](?:key|token|api_key)=)[^&\s'\"]+"), r"\1***"),
+)
+
+
+def scrub(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def _redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A last line of defence: a field named like a secret never leaves the process in clear."""
+    """A last line of defence: a field named like a secret, or a key inside any text, never leaves in clear."""
     for name in _SECRET_KEYS.intersection(event):
         event[name] = "***"
+    for name, value in event.items():
+        if isinstance(value, str):
+            event[name] = scrub(value)
     return event
 
 

@@ -26,7 +26,11 @@ class CloseCode(enum.IntEnum):
     SERVICE_RESTART = 1012  # the server is draining for a restart: reconnect
     TRY_AGAIN_LATER = 1013  # transcriber at capacity or server full: reconnect later
     BAD_PARAMETERS = 4400  # query parameters of /ws/session are invalid
+    UNAUTHORIZED = 4401  # no API key, or not a valid one (nothing was read)
+    FORBIDDEN = 4403  # a browser origin not on ALLOWED_ORIGINS (nothing was read)
     IDLE_TIMEOUT = 4408  # nothing from the client (audio, pong, anything) for HEARTBEAT_TIMEOUT_S
+    SESSION_TOO_LONG = 4410  # MAX_SESSION_S reached: finals flushed; reconnect to go on
+    RATE_LIMITED = 4429  # kept flooding audio faster than real time, or too many sessions for this key
     CLIENT_TOO_SLOW = 4499  # the client stopped reading and even final transcripts backed up
 
 
@@ -42,6 +46,12 @@ ErrorCode = Literal[
     "sequence_repeat",  # `audio_chunk.sequence` did not increase (audio is still used)
     "session_stopping",  # audio after `stop`; ignored
     "invalid_params",  # bad query parameters at connect (then close 4400)
+    "unauthorized",  # missing or invalid API key (then close 4401)
+    "forbidden_origin",  # a browser origin not allowed (then close 4403)
+    "rate_limited",  # audio faster than RATE_LIMIT_FACTOR x real time: dropped (flooding on: close 4429)
+    "too_many_sessions",  # MAX_SESSIONS_PER_KEY reached (then close 4429)
+    "server_full",  # MAX_SESSIONS reached (then close 1013)
+    "shutting_down",  # the server is draining for a restart (then close 1013 at connect, 1012 for live sessions)
     "transcriber_busy",  # the transcriber cannot take this session in real time (then close 1013)
     "transcriber_auth",  # the transcription provider refused our credentials (then close 1011)
     "transcriber_failed",  # the transcriber could not transcribe some audio

@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import Iterator
 
+import anyio
 import msgspec
 
 
@@ -14,6 +15,8 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     client: str
     started_at: float
     channels: int
+    key_id: str | None = None
+    drain: anyio.Event = msgspec.field(default_factory=anyio.Event)  # set: finish and close with 1012
 
 
 class SessionRegistry:
@@ -21,6 +24,7 @@ class SessionRegistry:
 
     def __init__(self) -> None:
         self._sessions: dict[str, SessionInfo] = {}
+        self._changed: anyio.Event | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -31,13 +35,26 @@ class SessionRegistry:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
-    def add(self, client: str, channels: int) -> SessionInfo:
+    def count_for_key(self, key_id: str | None) -> int:
+        return sum(1 for info in self._sessions.values() if info.key_id == key_id)
+
+    def add(self, client: str, channels: int, key_id: str | None = None) -> SessionInfo:
         session_id = "s_" + secrets.token_urlsafe(12)
         while session_id in self._sessions:
             session_id = "s_" + secrets.token_urlsafe(12)
-        info = SessionInfo(session_id=session_id, client=client, started_at=time.monotonic(), channels=channels)
+        info = SessionInfo(
+            session_id=session_id, client=client, started_at=time.monotonic(), channels=channels, key_id=key_id
+        )
         self._sessions[session_id] = info
         return info
 
     def remove(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+        if self._changed is not None:
+            self._changed.set()
+
+    async def wait_empty(self) -> None:
+        """Until the last session is gone (a drain waits on this)."""
+        while self._sessions:
+            self._changed = anyio.Event()
+            await self._changed.wait()

@@ -18,7 +18,9 @@ from starlette.endpoints import WebSocketEndpoint
 from starlette.websockets import WebSocket, WebSocketState
 
 from presales_ws import protocol
+from presales_ws.access import Admission, Refused
 from presales_ws.audio import AudioFormat, check_pcm, decode_base64_pcm
+from presales_ws.limits import TokenBucket
 from presales_ws.logs import get_logger
 from presales_ws.outbox import Close, Outbox, OutboxOverflow
 from presales_ws.protocol import (
@@ -62,29 +64,48 @@ class SessionEndpoint(WebSocketEndpoint):
     async def dispatch(self) -> None:
         websocket = WebSocket(self.scope, receive=self.receive, send=self.send)
         service: Service = self.scope["app"].state.service
+        subprotocol = None
         try:
+            admission = service.gate.admit(websocket)
+            subprotocol = admission.subprotocol
             params, channel_roles = self.parse_params(websocket, service)
-        except ProtocolError as exc:
-            await websocket.accept()
-            await websocket.send_text(protocol.encode(Error(exc.code, exc.message)).decode())
-            await websocket.close(CloseCode.BAD_PARAMETERS, "invalid parameters")
-            log.info("session.refused", reason="invalid_params", detail=exc.message)
+            self.check_capacity(service, admission)
+        except Refused as refusal:
+            await self.refuse(websocket, subprotocol, refusal)
             return
-        session = Session(websocket, service, params, channel_roles)
+        session = Session(websocket, service, params, channel_roles, admission)
         await session.run()
+
+    async def refuse(self, websocket: WebSocket, subprotocol: str | None, refusal: Refused) -> None:
+        """Say why, then close, before reading a single frame: the client learns the reason and the code."""
+        log.info("session.refused", reason=refusal.code, close_code=int(refusal.close_code))
+        with anyio.move_on_after(CLOSE_TIMEOUT_S), contextlib.suppress(Exception):
+            await websocket.accept(subprotocol=subprotocol)
+            await websocket.send_text(protocol.encode(Error(refusal.code, refusal.message)).decode())
+            await websocket.close(refusal.close_code, refusal.code)
+
+    def check_capacity(self, service: Service, admission: Admission) -> None:
+        settings = service.settings
+        if service.draining:
+            raise Refused("shutting_down", "the server is restarting; reconnect", CloseCode.TRY_AGAIN_LATER)
+        if len(service.registry) >= settings.max_sessions:
+            raise Refused("server_full", "the server is at its session limit; retry later", CloseCode.TRY_AGAIN_LATER)
+        if admission.key_id and service.registry.count_for_key(admission.key_id) >= settings.max_sessions_per_key:
+            raise Refused("too_many_sessions", "this API key has too many open sessions", CloseCode.RATE_LIMITED)
 
     def parse_params(self, websocket: WebSocket, service: Service) -> tuple[SessionParams, tuple[Role, Role]]:
         query = dict(websocket.query_params)
+        query.pop("key", None)  # never echoed in an error message
         try:
             params: SessionParams = msgspec.convert(query, _params_type, strict=False)
         except msgspec.ValidationError as exc:
-            raise ProtocolError("invalid_params", f"invalid query parameters: {exc}") from None
+            raise Refused("invalid_params", f"invalid query parameters: {exc}", CloseCode.BAD_PARAMETERS) from None
         roles = service.settings.channel_roles
         if params.channel_roles is not None:
             try:
                 roles = parse_channel_roles(params.channel_roles)
             except ValueError as exc:
-                raise ProtocolError("invalid_params", f"channel_roles: {exc}") from None
+                raise Refused("invalid_params", f"channel_roles: {exc}", CloseCode.BAD_PARAMETERS) from None
         return params, roles
 
 
@@ -95,9 +116,15 @@ class Session:
     task_group: anyio.abc.TaskGroup
 
     def __init__(
-        self, websocket: WebSocket, service: Service, params: SessionParams, channel_roles: tuple[Role, Role]
+        self,
+        websocket: WebSocket,
+        service: Service,
+        params: SessionParams,
+        channel_roles: tuple[Role, Role],
+        admission: Admission,
     ) -> None:
         self.websocket = websocket
+        self.admission = admission
         self.service = service
         self.settings = service.settings
         self.format = AudioFormat(params.sample_rate, params.channels)
@@ -112,15 +139,27 @@ class Session:
         self.finals_sent = 0
         self.interims_sent = 0
         self.errors_sent = 0
+        self.end_code, self.end_reason = int(CloseCode.NORMAL), "stopped"
+        rate = self.settings.rate_limit_factor * self.format.bytes_per_second
+        self.bucket = TokenBucket(rate, rate * self.settings.rate_limit_burst_s)
+        self.flood_bytes = 0  # audio refused by the rate limit since it was last within it
+        self.late_audio_reported = False
+        self.rate_error_at = -1e9
 
     async def run(self) -> None:
         started = time.monotonic()
         client = self.websocket.client
-        info = self.service.registry.add(f"{client.host}:{client.port}" if client else "?", self.format.channels)
+        info = self.service.registry.add(
+            f"{client.host}:{client.port}" if client else "?", self.format.channels, self.admission.key_id
+        )
         self.log = log.bind(session_id=info.session_id)
-        await self.websocket.accept()
+        await self.websocket.accept(subprotocol=self.admission.subprotocol)
         self.log.info(
-            "session.connected", client=info.client, sample_rate=self.format.sample_rate, channels=self.format.channels
+            "session.connected",
+            client=info.client,
+            key_id=self.admission.key_id,
+            sample_rate=self.format.sample_rate,
+            channels=self.format.channels,
         )
         try:
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
@@ -142,6 +181,7 @@ class Session:
                     tg.start_soon(self.receive_loop, stream)
                     tg.start_soon(self.forward_transcripts, stream)
                     tg.start_soon(self.heartbeat)
+                    tg.start_soon(self.watch_limits, stream, info.drain)
         except TranscriberBusy as exc:
             await self._refuse("transcriber_busy", str(exc), CloseCode.TRY_AGAIN_LATER)
         except Exception:
@@ -189,10 +229,13 @@ class Session:
                 data = message.get("bytes")
                 if data is not None:
                     if len(data) > self.settings.max_frame_bytes:
-                        raise ProtocolError(
+                        self.send_error(
                             "frame_too_large",
-                            f"binary frame of {len(data)} bytes exceeds {self.settings.max_frame_bytes}; dropped",
+                            f"binary frame of {len(data)} bytes exceeds {self.settings.max_frame_bytes}; "
+                            "dropped, and the session ends once the audio before it is transcribed",
                         )
+                        await self.wind_down(stream, CloseCode.MESSAGE_TOO_BIG, "frame too large")
+                        continue
                     await self.on_audio(stream, check_pcm(data, self.format))
                 elif (text := message.get("text")) is not None:
                     await self.on_text(stream, text)
@@ -205,8 +248,8 @@ class Session:
             self.on_transcriber_event(event)
         # The engine's events end only after `finish()`: every final for the audio received is out.
         if self.stopping:
-            self.outbox.put(self._encode(Status("closed")))
-            self.outbox.close(CloseCode.NORMAL, "stopped")
+            self.outbox.put(self._encode(Status("closed", reason=self.end_reason)))
+            self.outbox.close(self.end_code, self.end_reason)
         else:
             self.send_error("transcriber_failed", "the transcriber stream ended unexpectedly")
             self.outbox.close(CloseCode.INTERNAL_ERROR, "transcriber ended")
@@ -248,18 +291,58 @@ class Session:
 
     async def on_audio(self, stream: TranscriberStream, pcm: bytes) -> None:
         if self.stopping:
-            raise ProtocolError("session_stopping", "audio after stop is ignored")
-        if pcm:
-            self.bytes_in += len(pcm)
-            await stream.send(pcm)
+            if not self.late_audio_reported:  # once: a client still streaming would get one per frame
+                self.late_audio_reported = True
+                raise ProtocolError("session_stopping", "the session is ending; audio from here on is ignored")
+            return
+        if not pcm:
+            return
+        if not self.bucket.take(len(pcm)):
+            await self.on_flood(stream, len(pcm))
+            return
+        self.flood_bytes = 0
+        self.bytes_in += len(pcm)
+        await stream.send(pcm)
+
+    async def on_flood(self, stream: TranscriberStream, dropped: int) -> None:
+        """Audio beyond the rate limit is dropped and reported; a client that keeps at it is closed (4429)."""
+        self.flood_bytes += dropped
+        if self.flood_bytes > self.bucket.capacity:
+            self.log.warning("session.flooding", dropped_bytes=self.flood_bytes)
+            self.send_error("rate_limited", "audio far faster than real time; the session is closed")
+            await self.wind_down(stream, CloseCode.RATE_LIMITED, "rate limited")
+            return
+        now = anyio.current_time()
+        if now - self.rate_error_at >= 1.0:  # one error a second, not one per frame
+            self.rate_error_at = now
+            self.send_error(
+                "rate_limited",
+                f"audio faster than {self.settings.rate_limit_factor:g}x real time is dropped",
+            )
 
     async def on_stop(self, stream: TranscriberStream) -> None:
+        await self.wind_down(stream, CloseCode.NORMAL, "stopped")
+
+    async def wind_down(self, stream: TranscriberStream, code: int, reason: str, *, announce: bool = False) -> None:
+        """End the session the lossless way: no more audio, every final out, `status: closed`, then `code`."""
         if self.stopping:
             return
         self.stopping = True
-        self.log.info("session.stop", audio_s=round(self.format.seconds(self.bytes_in), 2))
+        self.end_code, self.end_reason = int(code), reason
+        if announce:
+            self.outbox.put(self._encode(Status("closing", reason=reason)))
+        self.log.info("session.ending", reason=reason, audio_s=round(self.format.seconds(self.bytes_in), 2))
         await stream.finish()
         self.task_group.start_soon(self._stop_deadline)
+
+    async def watch_limits(self, stream: TranscriberStream, drain: anyio.Event) -> None:
+        """A server drain or MAX_SESSION_S ends the session the same lossless way as `stop`."""
+        with anyio.move_on_after(self.settings.max_session_s) as scope:
+            await drain.wait()
+        if scope.cancelled_caught:
+            await self.wind_down(stream, CloseCode.SESSION_TOO_LONG, "max session length", announce=True)
+        else:
+            await self.wind_down(stream, CloseCode.SERVICE_RESTART, "server restart", announce=True)
 
     async def _stop_deadline(self) -> None:
         await anyio.sleep(STOP_FLUSH_TIMEOUT_S)

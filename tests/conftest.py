@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -14,6 +17,8 @@ from starlette.applications import Starlette
 from presales_ws.app import create_app
 from presales_ws.config import Settings
 from presales_ws.service import Service
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -67,6 +72,11 @@ class LiveServer:
         self._thread.join(15)
         self._sock.close()
 
+    def call(self, coroutine_function: Callable[[], Coroutine[Any, Any, T]]) -> concurrent.futures.Future[T]:
+        """Run a coroutine on the server's own event loop (its thread), e.g. `service.drain`."""
+        loop = self.server.servers[0].get_loop()
+        return asyncio.run_coroutine_threadsafe(coroutine_function(), loop)
+
     def wait_until(self, predicate: object, timeout_s: float = 10.0) -> bool:
         """Poll a condition on the server's state (sessions gone, streams closed) without sleeping blindly."""
         assert callable(predicate)
@@ -79,7 +89,8 @@ class LiveServer:
 
 
 def make_settings(**overrides: object) -> Settings:
-    base: dict[str, object] = {"log_format": "console", "log_level": "warning"}
+    # Tests stream fixtures faster than real time: the rate limit has its own tests at its defaults.
+    base: dict[str, object] = {"log_format": "console", "log_level": "warning", "rate_limit_factor": 100.0}
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

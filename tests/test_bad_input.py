@@ -36,7 +36,6 @@ BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ('{"type": "audio_chunk", "data": "%%%not base64%%%"}', "invalid_audio"),
     ('{"type": "audio_chunk", "data": "' + base64.b64encode(b"\x01\x02\x03").decode() + '"}', "invalid_audio"),
     (b"\x01\x02\x03", "invalid_audio"),
-    (b"\x00" * (64 * 1024 + 2), "frame_too_large"),
     ("\udcff".encode("utf-8", "surrogatepass").decode("latin-1"), "invalid_json"),
 ]
 
@@ -69,6 +68,18 @@ async def test_garbage_between_audio_loses_no_words(live_server: LiveServer) -> 
     assert codes == ["invalid_json", "invalid_audio", "unknown_type"]
     assert word_error_rate(reference_text(file), final_text(messages)) < 0.25
     assert session.close_code == 1000
+
+
+async def test_oversized_frame_gets_error_then_finals_of_earlier_audio_then_1009(live_server: LiveServer) -> None:
+    file = "pricing_question_us.wav"
+    async with connect(live_server.ws_url) as session:
+        await send_file(session, file)
+        await session.ws.send(b"\x00" * (64 * 1024 + 2))
+        messages = [m async for m in session]
+    codes = [m.code for m in messages if isinstance(m, Error)]
+    assert codes == ["frame_too_large"]
+    assert word_error_rate(reference_text(file), final_text(messages)) < 0.25  # nothing received is lost
+    assert session.close_code == 1009
 
 
 async def test_sequence_gap_and_repeat_are_reported_not_fatal(live_server: LiveServer) -> None:

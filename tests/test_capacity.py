@@ -50,7 +50,7 @@ async def test_session_events_are_logged_with_its_session_id(
         }
 
     assert one_stream_server.wait_until(lambda: "session.disconnected" in events())
-    for name in ("session.connected", "session.stop", "session.disconnected"):  # all bound to the session
+    for name in ("session.connected", "session.ending", "session.disconnected"):  # all bound to the session
         assert name in events(), name
     done = events()["session.disconnected"]
     assert done["close_code"] == 1000 and done["finals_sent"] == 1 and done["bytes_in"] == 111336

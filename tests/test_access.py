@@ -1,0 +1,134 @@
+"""Who may connect: keys at the handshake (subprotocol, bearer, query only if enabled), origins; no key in logs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from presales_ws.protocol import Error, ServerMessage, Status
+from tests.conftest import LiveServer, make_settings
+
+pytestmark = pytest.mark.anyio
+
+KEY = "pk_live_0123456789abcdef"
+OTHER_KEY = "pk_live_fedcba9876543210"
+EXTENSION = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[LiveServer]:
+    server = LiveServer(
+        make_settings(api_keys=(KEY, OTHER_KEY), allowed_origins=(EXTENSION,), max_sessions_per_key=2)
+    ).start()
+    yield server
+    server.stop()
+
+
+async def first_message_and_close(
+    url: str,
+    *,
+    subprotocols: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    origin: str | None = None,
+) -> tuple[ServerMessage, int | None, str | None]:
+    async with ws_connect(
+        url,
+        subprotocols=subprotocols,
+        additional_headers=headers,
+        origin=origin,  # type: ignore[arg-type]
+    ) as ws:
+        first = msgspec.json.decode(await ws.recv(), type=ServerMessage)
+        selected = ws.subprotocol
+        if isinstance(first, Status):
+            return first, None, selected
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        return first, ws.close_code, selected
+
+
+async def test_key_as_subprotocol_is_accepted_and_only_presales_v1_is_selected(keyed_server: LiveServer) -> None:
+    first, _, selected = await first_message_and_close(
+        keyed_server.ws_url, subprotocols=["presales.v1", f"key.{KEY}"], origin=EXTENSION
+    )
+    assert isinstance(first, Status) and first.state == "ready"
+    assert selected == "presales.v1"  # the key is never echoed back in the handshake
+
+
+async def test_bearer_key_is_accepted_without_origin(keyed_server: LiveServer) -> None:
+    first, _, _ = await first_message_and_close(keyed_server.ws_url, headers={"Authorization": f"Bearer {KEY}"})
+    assert isinstance(first, Status) and first.state == "ready"
+
+
+@pytest.mark.parametrize(
+    ("how", "kwargs"),
+    [
+        ("no key", {}),
+        ("wrong key", {"headers": {"Authorization": "Bearer pk_live_not_a_real_key_000"}}),
+        ("wrong subprotocol key", {"subprotocols": ["presales.v1", "key.pk_live_not_a_real_key_000"]}),
+        ("key without presales.v1", {"subprotocols": [f"key.{KEY}"]}),
+        ("key in the query, not enabled", {"query": f"?key={KEY}"}),
+        ("wrong scheme", {"headers": {"Authorization": f"Basic {KEY}"}}),
+    ],
+)
+async def test_refused_before_any_audio_with_4401(
+    keyed_server: LiveServer, how: str, kwargs: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = keyed_server.ws_url + str(kwargs.pop("query", ""))
+    first, close_code, _ = await first_message_and_close(url, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(first, Error) and first.code == "unauthorized", how
+    assert close_code == 4401
+    assert KEY not in first.message
+    # What the server logged (at debug, handshake headers included), rendered as it would be written.
+    server_lines = [
+        keyed_server_formatter().format(r) for r in caplog.records if not r.name.startswith("websockets.client")
+    ]
+    assert server_lines and not [line for line in server_lines if KEY in line]
+    assert keyed_server.wait_until(lambda: len(keyed_server.service.registry) == 0)
+
+
+async def test_other_browser_origin_is_refused_with_4403_even_with_a_key(keyed_server: LiveServer) -> None:
+    first, close_code, _ = await first_message_and_close(
+        keyed_server.ws_url, subprotocols=["presales.v1", f"key.{KEY}"], origin="https://evil.example"
+    )
+    assert isinstance(first, Error) and first.code == "forbidden_origin" and close_code == 4403
+
+
+async def test_sessions_per_key_are_capped_with_4429(keyed_server: LiveServer) -> None:
+    headers = {"Authorization": f"Bearer {OTHER_KEY}"}
+    async with (
+        ws_connect(keyed_server.ws_url, additional_headers=headers) as a,
+        ws_connect(keyed_server.ws_url, additional_headers=headers) as b,
+    ):
+        await a.recv(), await b.recv()
+        first, close_code, _ = await first_message_and_close(keyed_server.ws_url, headers=headers)
+        assert isinstance(first, Error) and first.code == "too_many_sessions" and close_code == 4429
+        # another key is not affected
+        first, _, _ = await first_message_and_close(keyed_server.ws_url, headers={"Authorization": f"Bearer {KEY}"})
+        assert isinstance(first, Status)
+
+
+async def test_query_key_works_only_when_enabled() -> None:
+    server = LiveServer(make_settings(api_keys=(KEY,), allow_query_key=True)).start()
+    try:
+        first, _, _ = await first_message_and_close(f"{server.ws_url}?key={KEY}")
+        assert isinstance(first, Status) and first.state == "ready"
+    finally:
+        server.stop()
+
+
+def keyed_server_formatter() -> logging.Formatter:
+    formatter = logging.getLogger().handlers[0].formatter
+    assert formatter is not None
+    return formatter
+
+
+async def test_open_server_warns_at_start(capsys: pytest.CaptureFixture[str]) -> None:
+    server = LiveServer(make_settings(log_level="info")).start()
+    server.stop()
+    assert "access.open" in capsys.readouterr().err
