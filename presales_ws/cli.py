@@ -15,30 +15,34 @@ from presales_ws.wavfile import read_wav
 
 FRAME_MS = 20  # what the extension sends: 50 frames a second
 FAST_SPEED = 1.9  # without --realtime: just under the server's default rate limit (2x real time)
-GRACEFUL_SHUTDOWN_S = 25
+GRACEFUL_SHUTDOWN_MARGIN_S = 5  # uvicorn's own graceful timeout, after our drain
 
 
 def serve(args: argparse.Namespace) -> int:
+    """uvicorn with the settings from the environment, draining sessions on SIGTERM (see server.py)."""
     import uvicorn
 
+    from presales_ws.app import create_app
     from presales_ws.config import ConfigError, load_settings
+    from presales_ws.server import DrainingServer
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"presales-ws: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        "presales_ws.app:create_app",
-        factory=True,
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=args.host or settings.host,
-        port=args.port or settings.port,
+        port=settings.port if args.port is None else args.port,
         proxy_headers=True,
         forwarded_allow_ips="*",
         ws_max_size=4 * max(settings.max_frame_bytes, settings.max_text_frame_bytes),
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + GRACEFUL_SHUTDOWN_MARGIN_S,
         log_config=None,
     )
+    DrainingServer(config, app.state.service).run()
     return 0
 
 
