@@ -183,7 +183,7 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
             raise ProtocolError("invalid_json", "frame is not a JSON object") from None
         except msgspec.DecodeError:
             raise ProtocolError("invalid_json", f"malformed JSON: {exc}") from None
-        if envelope.type not in _CLIENT_TYPES:
+        if not isinstance(envelope.type, str) or envelope.type not in _CLIENT_TYPES:
             raise ProtocolError(
                 "unknown_type",
                 f"unknown message type {envelope.type!r}; expected one of {', '.join(sorted(_CLIENT_TYPES))}",

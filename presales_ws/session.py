@@ -407,10 +407,8 @@ class Session:
 
     def send_error(self, code: ErrorCode, message: str) -> None:
         self.errors_sent += 1
-        try:
-            self.outbox.put(self._encode(Error(code, message)))
-        except OutboxOverflow:
-            self.outbox.close_now(CloseCode.CLIENT_TOO_SLOW, "client not reading")
+        # Droppable like interims: a client flooding bad frames without reading loses error reports, not finals.
+        self.outbox.put(self._encode(Error(code, message)), droppable=True)
 
     @staticmethod
     def _encode(message: protocol.ServerMessage) -> bytes:

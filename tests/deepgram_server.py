@@ -95,17 +95,14 @@ class ConnectionRecord:
     refused_status: int | None = None
     query: dict[str, str] = field(default_factory=dict)
     authorization_ok: bool = False
-    audio: bytearray = field(default_factory=bytearray)
+    audio: bytearray = field(default_factory=bytearray)  # everything received (unless record_audio is off)
+    audio_bytes: int = 0
     control: list[str] = field(default_factory=list)
     close_code: int | None = None
     finals_sent: int = 0
     final_word_counts: list[int] = field(default_factory=list)  # words in each final sent, in order
     opened_at: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
-
-    @property
-    def audio_bytes(self) -> int:
-        return len(self.audio)
 
 
 @dataclass
@@ -259,12 +256,15 @@ class _Session:
 
     async def track_audio(self, channel: int, track: _Channel, x: np.ndarray) -> None:
         gap = int(REGION_GAP_S * self.rate)
-        for index in np.flatnonzero(x):
-            at = track.position + int(index)
-            if at - track.last_nonzero >= gap:  # a new speech region starts here
-                track.region = _Pending(None, at)
-                track.pending.append(track.region)
-                track.fingerprint = bytearray()
+        nonzero = np.flatnonzero(x) + track.position
+        if len(nonzero):
+            previous = np.concatenate(([track.last_nonzero], nonzero[:-1]))
+            for at in nonzero[nonzero - previous >= gap].tolist():  # a new speech region starts at each
+                region = _Pending(None, at)
+                track.pending.append(region)
+                fingerprint = x[at - track.position :][:FINGERPRINT_SAMPLES].astype("<i2").tobytes()
+                track.region, track.fingerprint = region, bytearray(fingerprint)
+                self.identify(track)
                 if self.vad_events:
                     await self.send(
                         {
@@ -273,13 +273,12 @@ class _Session:
                             "timestamp": round(at / self.rate, 4),
                         }
                     )
-            track.last_nonzero = at
-        if track.region is not None and len(track.fingerprint) < 2 * FINGERPRINT_SAMPLES:
-            offset = max(0, track.region.start - track.position)
-            need = 2 * FINGERPRINT_SAMPLES - len(track.fingerprint)
-            track.fingerprint += x[offset:].astype("<i2").tobytes()[:need]
-            if len(track.fingerprint) == 2 * FINGERPRINT_SAMPLES:
-                track.region.utterance = self.fake.script.lookup(bytes(track.fingerprint))
+            track.last_nonzero = int(nonzero[-1])
+        partial = track.region is not None and len(track.fingerprint) < 2 * FINGERPRINT_SAMPLES
+        if partial and track.region is not None and track.region.start < track.position:
+            need = 2 * FINGERPRINT_SAMPLES - len(track.fingerprint)  # the rest of a fingerprint cut by a frame edge
+            track.fingerprint += x.astype("<i2").tobytes()[:need]
+            self.identify(track)
         track.position += len(x)
         if self.fake.plan.never_final:
             pass
@@ -293,6 +292,10 @@ class _Session:
             if words:
                 await self.send(self.results(channel, track.final_cursor, track.position, words, is_final=False))
 
+    def identify(self, track: _Channel) -> None:
+        if track.region is not None and len(track.fingerprint) == 2 * FINGERPRINT_SAMPLES:
+            track.region.utterance = self.fake.script.lookup(bytes(track.fingerprint))
+
     async def serve(self) -> None:
         plan, attempt = self.fake.plan, self.record.index
         watcher = asyncio.create_task(self.idle_watch())
@@ -300,9 +303,11 @@ class _Session:
             async for message in self.ws:
                 self.last_activity = time.monotonic()
                 if isinstance(message, bytes):
-                    self.record.audio += message
+                    self.record.audio_bytes += len(message)
+                    if self.fake.record_audio:
+                        self.record.audio += message
                     await self.audio(message)
-                    received = len(self.record.audio)
+                    received = self.record.audio_bytes
                     if attempt in plan.drop_after_bytes and received >= plan.drop_after_bytes[attempt]:
                         self.ws.transport.abort()  # no close frame: a network drop
                         return
@@ -354,8 +359,17 @@ class _Session:
 class FakeDeepgram:
     """The server, in a thread with its own event loop; `connections` records every attempt."""
 
-    def __init__(self, script: Script, api_key: str = "test-key", plan: Plan | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        script: Script,
+        api_key: str = "test-key",
+        plan: Plan | None = None,
+        port: int = 0,
+        *,
+        record_audio: bool = True,
+    ) -> None:
         self.script = script
+        self.record_audio = record_audio
         self.api_key = api_key
         self.plan = plan or Plan()
         self._port = port

@@ -30,6 +30,8 @@ BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ('"just a string"', "invalid_json"),
     ('{"type": "dance"}', "unknown_type"),
     ('{"no_type": 1}', "unknown_type"),
+    ('{"type": ["stop"]}', "unknown_type"),  # found by the fuzzer: crashed the session once
+    ('{"type": {"a": 1}}', "unknown_type"),
     ('{"type": "audio_chunk"}', "invalid_message"),
     ('{"type": "audio_chunk", "data": 12}', "invalid_message"),
     ('{"type": "ping", "ts": "yesterday"}', "invalid_message"),
