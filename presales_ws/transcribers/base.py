@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
-from typing import Literal, Protocol
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Literal, Protocol, TypeVar
 
+import anyio
 import msgspec
 
 from presales_ws.audio import AudioFormat
@@ -41,6 +42,24 @@ class TranscriberFailure(msgspec.Struct, frozen=True):
 
 
 TranscriberEvent = TranscriptEvent | TranscriberStatus | TranscriberFailure
+
+
+class RunningStream(Protocol):
+    async def run(self) -> None: ...
+
+
+S = TypeVar("S", bound=RunningStream)
+
+
+@asynccontextmanager
+async def serving(stream: S) -> AsyncIterator[S]:
+    """Run a stream's own tasks (provider connection, decoders) for exactly as long as the session holds it."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.run)
+        try:
+            yield stream
+        finally:
+            tg.cancel_scope.cancel()
 
 
 class TranscriberBusy(Exception):

@@ -28,6 +28,7 @@ from presales_ws.transcribers.base import (
     TranscriberStatus,
     TranscriberUnavailable,
     TranscriptEvent,
+    serving,
 )
 from presales_ws.transcribers.replay import ReplayBuffer
 
@@ -94,7 +95,10 @@ class DeepgramTranscriber:
             api_key=self._settings.deepgram_api_key, environment=deepgram_environment(self._settings.deepgram_url)
         )
         log.info(
-            "transcriber.ready", engine=self.name, url=self._settings.deepgram_url, model=self._settings.deepgram_model
+            "transcriber.ready",
+            engine=self.name,
+            url=_without_credentials(self._settings.deepgram_url),
+            model=self._settings.deepgram_model,
         )
 
     async def aclose(self) -> None:
@@ -106,13 +110,8 @@ class DeepgramTranscriber:
             raise TranscriberUnavailable("the Deepgram client is not started")
         self._open_streams += 1
         try:
-            stream = DeepgramStream(self._client, fmt, self._settings, session_id)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(stream.run)
-                try:
-                    yield stream
-                finally:
-                    tg.cancel_scope.cancel()
+            async with serving(DeepgramStream(self._client, fmt, self._settings, session_id)) as stream:
+                yield stream
         finally:
             self._open_streams -= 1
 

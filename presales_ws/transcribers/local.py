@@ -28,6 +28,7 @@ from presales_ws.transcribers.base import (
     TranscriberFailure,
     TranscriberUnavailable,
     TranscriptEvent,
+    serving,
 )
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
 
@@ -149,13 +150,8 @@ class LocalTranscriber:
             )
         self._open_streams += fmt.channels
         try:
-            stream = LocalStream(self._decoder, self._limiter, fmt, self._settings)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(stream.run)
-                try:
-                    yield stream
-                finally:
-                    tg.cancel_scope.cancel()
+            async with serving(LocalStream(self._decoder, self._limiter, fmt, self._settings)) as stream:
+                yield stream
         finally:
             self._open_streams -= fmt.channels
 
