@@ -24,3 +24,27 @@ class TokenBucket:
             return False
         self._tokens -= amount
         return True
+
+
+class Flood:
+    """Audio refused by the rate limit, counted as episodes: refusals less than `gap_s` apart are one flood.
+
+    A client that keeps flooding is one whose episode outgrows `max_bytes` (a burst's worth of refused audio)
+    or lasts longer than `max_s`. Accepted frames in between do not end an episode: the bucket refills a little
+    all the time, so a client sending at 3x real time has every third frame accepted and is still flooding.
+    """
+
+    def __init__(self, max_bytes: float, max_s: float, gap_s: float = 1.0) -> None:
+        self.max_bytes = max_bytes
+        self.max_s = max_s
+        self.gap_s = gap_s
+        self.bytes = 0
+        self._started = self._last = -1e9
+
+    def refused(self, amount: int, now: float) -> bool:
+        """Count refused audio; True once the episode is a flood to end the session for."""
+        if now - self._last > self.gap_s:
+            self._started, self.bytes = now, 0
+        self._last = now
+        self.bytes += amount
+        return self.bytes > self.max_bytes or now - self._started > self.max_s

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from presales_ws import protocol
 from presales_ws.access import Admission, Refused
 from presales_ws.audio import AudioFormat, check_pcm, decode_base64_pcm
-from presales_ws.limits import TokenBucket
+from presales_ws.limits import Flood, TokenBucket
 from presales_ws.logs import get_logger
 from presales_ws.outbox import Close, Outbox, OutboxOverflow
 from presales_ws.protocol import (
@@ -142,7 +142,7 @@ class Session:
         self.end_code, self.end_reason = int(CloseCode.NORMAL), "stopped"
         rate = self.settings.rate_limit_factor * self.format.bytes_per_second
         self.bucket = TokenBucket(rate, rate * self.settings.rate_limit_burst_s)
-        self.flood_bytes = 0  # audio refused by the rate limit since it was last within it
+        self.flood = Flood(self.bucket.capacity, max(1.0, self.settings.rate_limit_burst_s))
         self.late_audio_reported = False
         self.rate_error_at = -1e9
 
@@ -300,19 +300,17 @@ class Session:
         if not self.bucket.take(len(pcm)):
             await self.on_flood(stream, len(pcm))
             return
-        self.flood_bytes = 0
         self.bytes_in += len(pcm)
         await stream.send(pcm)
 
     async def on_flood(self, stream: TranscriberStream, dropped: int) -> None:
         """Audio beyond the rate limit is dropped and reported; a client that keeps at it is closed (4429)."""
-        self.flood_bytes += dropped
-        if self.flood_bytes > self.bucket.capacity:
-            self.log.warning("session.flooding", dropped_bytes=self.flood_bytes)
+        now = anyio.current_time()
+        if self.flood.refused(dropped, now):
+            self.log.warning("session.flooding", dropped_bytes=self.flood.bytes)
             self.send_error("rate_limited", "audio far faster than real time; the session is closed")
             await self.wind_down(stream, CloseCode.RATE_LIMITED, "rate limited")
             return
-        now = anyio.current_time()
         if now - self.rate_error_at >= 1.0:  # one error a second, not one per frame
             self.rate_error_at = now
             self.send_error(

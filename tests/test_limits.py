@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from presales_ws.client import SessionRefused, connect
-from presales_ws.protocol import Error, Status
+from presales_ws.limits import Flood, TokenBucket
+from presales_ws.protocol import Error, ServerMessage, Status
 from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, final_text, reference_text, send_file, word_error_rate
@@ -37,13 +39,21 @@ async def test_a_flood_gets_rate_limited_then_closed_4429_with_its_accepted_audi
     limited_server: LiveServer,
 ) -> None:
     pcm = read_wav(FIXTURES / "two_sentences_us.wav").pcm * 4  # 36 s of audio, as fast as possible
-    async with connect(limited_server.ws_url) as session:
-        for offset in range(0, len(pcm), 640):
-            try:
-                await session.send_pcm(pcm[offset : offset + 640])
-            except Exception:
-                break  # closed under us
-        messages = [m async for m in session]
+    messages: list[ServerMessage] = []
+    with anyio.fail_after(60):
+        async with connect(limited_server.ws_url) as session:
+
+            async def flood() -> None:
+                for offset in range(0, len(pcm), 640):
+                    try:
+                        await session.send_pcm(pcm[offset : offset + 640])
+                    except ConnectionClosed:
+                        return  # closed under us
+
+            async with anyio.create_task_group() as tg:  # reading meanwhile, as a real client does
+                tg.start_soon(flood)
+                messages.extend([m async for m in session])
+                tg.cancel_scope.cancel()
     codes = [m.code for m in messages if isinstance(m, Error)]
     assert codes[0] == "rate_limited" and set(codes) <= {"rate_limited", "session_stopping"}
     assert session.close_code == 4429
@@ -103,3 +113,23 @@ async def test_drain_flushes_every_session_and_closes_1012() -> None:
             assert "Salesforce" in text and len(text.split()) >= 6, text  # every word received before the drain
     finally:
         server.stop()
+
+
+def test_a_sustained_3x_sender_is_a_flood_although_some_frames_fit() -> None:
+    rate = 32000.0  # 16 kHz mono s16, at 1x
+    clock = [0.0]
+    bucket = TokenBucket(2 * rate, 2 * rate * 5.0, clock=lambda: clock[0])
+    flood = Flood(bucket.capacity, 5.0)
+    closed_at = None
+    for frame in range(3 * 50 * 60):  # 3x real time for a minute of wall time: 150 frames of 20 ms a second
+        clock[0] = frame / 150
+        if not bucket.take(640) and flood.refused(640, clock[0]):
+            closed_at = clock[0]
+            break
+    assert closed_at is not None and 10.0 < closed_at < 16.0  # burst spent after ~10 s, then 5 s of flooding
+
+
+def test_refusals_further_apart_than_the_gap_are_separate_episodes() -> None:
+    flood = Flood(max_bytes=10_000, max_s=5.0, gap_s=1.0)
+    for second in range(60):  # one refused frame every 2 s: a client slightly over, now and then
+        assert not flood.refused(640, float(2 * second))
