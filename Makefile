@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Suggestions from the sample knowledge base, unless KNOWLEDGE_BASE is set (in the environment or .env).
 run: $(STAMP)
-	$(BIN)/presales-ws serve
+	@if [ -n "$${KNOWLEDGE_BASE+set}" ] || grep -qs '^KNOWLEDGE_BASE=' .env; then \
+	  exec $(BIN)/presales-ws serve; \
+	else \
+	  KNOWLEDGE_BASE=examples/knowledge_base.md exec $(BIN)/presales-ws serve; \
+	fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -20,6 +20,8 @@ from presales_ws.health import health
 from presales_ws.logs import configure_logging, get_logger
 from presales_ws.service import Service
 from presales_ws.session import SessionEndpoint
+from presales_ws.suggesters import create_suggester
+from presales_ws.suggesters.base import SuggesterUnavailable
 from presales_ws.transcribers import create_transcriber
 from presales_ws.transcribers.base import TranscriberUnavailable
 
@@ -57,18 +59,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
     except TranscriberUnavailable as exc:
         print(f"presales-ws: {exc}", file=sys.stderr)  # one plain line, whatever the log format
         raise SystemExit(2) from None
-    service = Service(settings, transcriber, AccessGate(settings))
+    try:
+        suggester = create_suggester(settings)
+    except SuggesterUnavailable as exc:
+        print(f"presales-ws: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    service = Service(settings, transcriber, AccessGate(settings), suggester)
     if service.gate.open:
         log.warning("access.open", detail="API_KEYS is not set: anyone who can reach this server may open sessions")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.transcriber.start()
-        log.info("service.started", version=__version__, transcriber=transcriber.name)
+        if suggester is not None:
+            await suggester.start()
+        log.info(
+            "service.started",
+            version=__version__,
+            transcriber=transcriber.name,
+            suggester=suggester.name if suggester else None,
+        )
         try:
             yield
         finally:
             service.draining = True
+            if suggester is not None:
+                await suggester.aclose()
             await service.transcriber.aclose()
             log.info("service.stopped")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import deque
 
 import msgspec
 
@@ -49,3 +50,36 @@ def decode_base64_pcm(data: str, fmt: AudioFormat) -> bytes:
     except (binascii.Error, ValueError):
         raise ProtocolError("invalid_audio", "audio_chunk.data is not valid base64") from None
     return check_pcm(raw, fmt)
+
+
+class ArrivalClock:
+    """When session audio arrived: a latency can then start where the speaker stopped, not where a final did.
+
+    A checkpoint every CHECKPOINT_S of audio over the last HORIZON_S, interpolated between: a few KiB a session,
+    nothing per frame beyond one comparison.
+    """
+
+    CHECKPOINT_S = 0.1
+    HORIZON_S = 30.0
+
+    def __init__(self) -> None:
+        self._points: deque[tuple[float, float]] = deque(maxlen=int(self.HORIZON_S / self.CHECKPOINT_S))
+        self._next_s = 0.0
+
+    def received(self, audio_s: float, now: float) -> None:
+        """Audio up to `audio_s` (seconds of session audio) had arrived at `now`."""
+        if audio_s >= self._next_s:
+            self._points.append((audio_s, now))
+            self._next_s = audio_s + self.CHECKPOINT_S
+
+    def arrival(self, audio_s: float) -> float | None:
+        """When the audio at `audio_s` arrived; None if it is older than the horizon or not here yet."""
+        later: tuple[float, float] | None = None
+        for point in reversed(self._points):
+            if point[0] < audio_s:
+                if later is None:
+                    return None
+                (a0, w0), (a1, w1) = point, later
+                return w0 + (audio_s - a0) / (a1 - a0) * (w1 - w0)
+            later = point
+        return None

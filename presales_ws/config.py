@@ -70,11 +70,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     role_confidence_threshold: float = 0.6
     cors_allow_origins: tuple[str, ...] = ()
 
+    knowledge_base: str | None = None
+    suggester_url: str | None = None
+    suggester_api_key: str | None = msgspec.field(default=None)
+    suggester_timeout_s: float = 2.0
+    suggestion_min_confidence: float = 0.5
+    suggest_for_unknown_role: bool = True
+
     def __repr__(self) -> str:
         # Keys never reach a log line, even when someone logs the whole settings object.
         shown = {f: getattr(self, f) for f in self.__struct_fields__}
-        if shown["deepgram_api_key"]:
-            shown["deepgram_api_key"] = "***"
+        for secret in ("deepgram_api_key", "suggester_api_key"):
+            if shown[secret]:
+                shown[secret] = "***"
         shown["api_keys"] = f"<{len(self.api_keys)} keys>"
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -136,6 +144,12 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         rate_limit_factor=env.float("RATE_LIMIT_FACTOR", defaults.rate_limit_factor),
         rate_limit_burst_s=env.float("RATE_LIMIT_BURST_S", defaults.rate_limit_burst_s),
         drain_timeout_s=env.float("DRAIN_TIMEOUT_S", defaults.drain_timeout_s),
+        knowledge_base=env.str("KNOWLEDGE_BASE", "") or None,
+        suggester_url=env.str("SUGGESTER_URL", "") or None,
+        suggester_api_key=env.str("SUGGESTER_API_KEY", "") or None,
+        suggester_timeout_s=env.float("SUGGESTER_TIMEOUT_S", defaults.suggester_timeout_s),
+        suggestion_min_confidence=env.float("SUGGESTION_MIN_CONFIDENCE", defaults.suggestion_min_confidence),
+        suggest_for_unknown_role=env.bool("SUGGEST_FOR_UNKNOWN_ROLE", defaults.suggest_for_unknown_role),
     )
     try:
         env.seal()
@@ -194,6 +208,9 @@ def _check_ranges(s: Settings) -> None:
         ("RATE_LIMIT_FACTOR", s.rate_limit_factor >= 1, "must be >= 1 (1 = real time)"),
         ("RATE_LIMIT_BURST_S", s.rate_limit_burst_s >= 0.5, "must be >= 0.5"),
         ("DRAIN_TIMEOUT_S", 1 <= s.drain_timeout_s <= 300, "must be 1-300"),
+        ("SUGGESTER_URL", (s.suggester_url or "http://").startswith(("http://", "https://")), "must be http(s)"),
+        ("SUGGESTER_TIMEOUT_S", 0.05 <= s.suggester_timeout_s <= 30, "must be 0.05-30"),
+        ("SUGGESTION_MIN_CONFIDENCE", 0 <= s.suggestion_min_confidence <= 1, "must be 0-1"),
         (
             "DEEPGRAM_URL",
             s.deepgram_url.startswith(("https://", "http://", "wss://", "ws://")),

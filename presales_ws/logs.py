@@ -12,7 +12,7 @@ import structlog
 
 from presales_ws.config import Settings
 
-_SECRET_KEYS = frozenset({"api_key", "deepgram_api_key", "authorization", "key", "token"})
+_SECRET_KEYS = frozenset({"api_key", "deepgram_api_key", "suggester_api_key", "authorization", "key", "token"})
 
 
 # Keys in text: handshake headers logged by uvicorn/websockets at debug, query strings in access lines.

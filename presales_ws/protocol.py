@@ -102,10 +102,25 @@ class Transcript(msgspec.Struct, tag="transcript", tag_field="type"):
     role_confidence: float
 
 
+SuggestionSource = Literal["knowledge_base", "http"]
+
+
 class Suggestion(msgspec.Struct, tag="suggestion", tag_field="type"):
+    """An answer for a question the customer asked, once the question's final transcript is in.
+
+    `speaker` is "unknown" when roles are not known yet (a mono call's first questions); `start`/`end` place
+    the question in session audio; `latency_ms` runs from the end of the question's speech to this message.
+    """
+
     question: str
     response: str
     confidence: float
+    source: SuggestionSource
+    speaker: Role
+    channel: int
+    start: float
+    end: float
+    latency_ms: int | None
 
 
 class Error(msgspec.Struct, tag="error", tag_field="type"):

@@ -76,6 +76,8 @@ def is_question(text: str) -> bool:
         return False
     first, rest = tokens[0], tokens[1:]
     if first in INTERROGATIVES:
+        if first == "what" and rest and rest[0] in {"a", "an"}:
+            return False  # "What a great demo": an exclamation (a question would end with "?")
         return not rest or rest[0].split("'")[0] not in PERSONAL_PRONOUNS  # "you", "we're", "it's"
     if first.split("'")[0] in INTERROGATIVES:  # "what's", "how'd": the contraction carries the auxiliary
         return True

@@ -10,6 +10,7 @@ import anyio
 from presales_ws.access import AccessGate
 from presales_ws.config import Settings
 from presales_ws.registry import SessionRegistry
+from presales_ws.suggesters.base import Suggester
 from presales_ws.transcribers.base import Transcriber
 
 
@@ -18,6 +19,7 @@ class Service:
     settings: Settings
     transcriber: Transcriber
     gate: AccessGate
+    suggester: Suggester | None = None
     registry: SessionRegistry = field(default_factory=SessionRegistry)
     started_at: float = field(default_factory=time.monotonic)
     draining: bool = False

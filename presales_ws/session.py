@@ -19,10 +19,11 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from presales_ws import protocol
 from presales_ws.access import Admission, Refused
-from presales_ws.audio import AudioFormat, check_pcm, decode_base64_pcm
+from presales_ws.audio import ArrivalClock, AudioFormat, check_pcm, decode_base64_pcm
 from presales_ws.limits import Flood, TokenBucket
 from presales_ws.logs import get_logger
 from presales_ws.outbox import Close, Outbox, OutboxOverflow
+from presales_ws.prompter import Prompter
 from presales_ws.protocol import (
     AudioChunk,
     CloseCode,
@@ -34,6 +35,7 @@ from presales_ws.protocol import (
     SessionParams,
     Status,
     Stop,
+    Suggestion,
     Transcript,
 )
 from presales_ws.service import Service
@@ -145,6 +147,8 @@ class Session:
         self.flood = Flood(self.bucket.capacity, max(1.0, self.settings.rate_limit_burst_s))
         self.late_audio_reported = False
         self.rate_error_at = -1e9
+        self.arrivals = ArrivalClock()
+        self.prompter: Prompter | None = None
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -153,6 +157,10 @@ class Session:
             f"{client.host}:{client.port}" if client else "?", self.format.channels, self.admission.key_id
         )
         self.log = log.bind(session_id=info.session_id)
+        if self.service.suggester is not None:
+            self.prompter = Prompter(
+                self.service.suggester, self.settings, info.session_id, self.arrivals, self._put_suggestion, self.log
+            )
         await self.websocket.accept(subprotocol=self.admission.subprotocol)
         self.log.info(
             "session.connected",
@@ -177,6 +185,8 @@ class Session:
                 )
                 async with anyio.create_task_group() as tg:
                     self.task_group = tg
+                    if self.prompter is not None:
+                        await tg.start(self.prompter.run)  # before any transcript can reach it
                     tg.start_soon(self.send_loop)
                     tg.start_soon(self.receive_loop, stream)
                     tg.start_soon(self.forward_transcripts, stream)
@@ -197,6 +207,7 @@ class Session:
                 interims_sent=self.interims_sent,
                 interims_dropped=self.outbox.dropped,
                 errors_sent=self.errors_sent,
+                suggestions_sent=self.prompter.sent if self.prompter else 0,
                 close_code=self.close_code,
             )
 
@@ -248,6 +259,8 @@ class Session:
             self.on_transcriber_event(event)
         # The engine's events end only after `finish()`: every final for the audio received is out.
         if self.stopping:
+            if self.prompter is not None:
+                await self.prompter.finish()  # and the answers to questions already asked
             self.outbox.put(self._encode(Status("closed", reason=self.end_reason)))
             self.outbox.close(self.end_code, self.end_reason)
         else:
@@ -301,6 +314,7 @@ class Session:
             await self.on_flood(stream, len(pcm))
             return
         self.bytes_in += len(pcm)
+        self.arrivals.received(self.format.seconds(self.bytes_in), anyio.current_time())
         await stream.send(pcm)
 
     async def on_flood(self, stream: TranscriberStream, dropped: int) -> None:
@@ -378,6 +392,8 @@ class Session:
                 role_confidence=round(role_confidence, 3),
             )
             self._put_transcript(message)
+            if self.prompter is not None:
+                self.prompter.on_transcript(message)
             if roles_changed:
                 self.outbox.put(self._encode(Status("roles", roles=self.tracker.roles)))
         elif isinstance(event, TranscriberStatus):
@@ -400,6 +416,13 @@ class Session:
             self.finals_sent += 1
         else:
             self.interims_sent += 1
+
+    def _put_suggestion(self, message: Suggestion) -> None:
+        try:
+            self.outbox.put(self._encode(message))  # kept like a final: it is what the consultant is waiting for
+        except OutboxOverflow as exc:
+            self.log.warning("session.client_too_slow", detail=str(exc))
+            self.outbox.close_now(CloseCode.CLIENT_TOO_SLOW, "client not reading")
 
     # --- plumbing --------------------------------------------------------------------------------------------
 

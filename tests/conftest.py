@@ -29,8 +29,9 @@ def anyio_backend() -> str:
 class LiveServer:
     """uvicorn serving the app in a thread of its own, on a free loopback port."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.app: Starlette = create_app(settings)
+    def __init__(self, settings: Settings, app: Starlette | None = None) -> None:
+        """The service built from `settings`, or any other `app` (a suggester stand-in) under the same uvicorn."""
+        self.app: Starlette = app if app is not None else create_app(settings)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))

@@ -53,7 +53,48 @@ UTTERANCES = [
     ("", False),
     ("   ", False),
     ("Does.", False),  # an auxiliary alone is not an inversion
+    # more of a real call: questions
+    ("Could we get a sandbox to try the integration first", True),
+    ("How do you handle data deletion when a contract ends", True),
+    ("is there a limit on api calls", True),
+    ("Who owns the data we put into the platform?", True),
+    ("Why would we pick you over the tool we have now", True),
+    ("Can your platform export to Power BI", True),
+    ("Will the mobile app work offline", True),
+    ("What happens if your service goes down during month end", True),
+    ("I'd love to know what your uptime was last year", True),
+    ("Could you explain how the SCIM provisioning works", True),
+    ("Does the enterprise plan include phone support", True),
+    ("Which certifications do you have, SOC 2 or ISO?", True),
+    ("And the pricing, is that per user or per workspace?", True),
+    ("Help me understand how the migration would work", True),
+    ("Are you GDPR compliant", True),
+    ("Is it possible to restrict access by team", True),
+    # more of a real call: statements
+    ("We currently use Okta for everything.", False),
+    ("Our security team will need the SOC 2 report.", False),
+    ("I think that covers most of our questions.", False),
+    ("You can export everything as CSV or JSON.", False),
+    ("Here you can see the audit log for the workspace.", False),
+    ("We'll send you a tailored quote after the call.", False),
+    ("Our budget for this is set for the next quarter", False),
+    ("Can't complain, the pilot went well.", False),
+    ("What a great demo, thank you.", False),
+    ("Where we struggle today is reporting.", False),
+    ("Is what I would have said too, honestly.", False),
+    ("Let me check with my colleague and get back to you", False),
 ]
+
+
+def test_precision_and_recall_on_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    hits = [(is_question(text), expected) for text, expected in UTTERANCES]
+    true_pos = sum(got and want for got, want in hits)
+    precision = true_pos / max(1, sum(got for got, _ in hits))
+    recall = true_pos / max(1, sum(want for _, want in hits))
+    with capsys.disabled():
+        print(f"\nquestion detection on {len(hits)} utterances: precision {precision:.2f}, recall {recall:.2f}")
+    assert len(hits) >= 60
+    assert precision >= 0.95 and recall >= 0.95
 
 
 @pytest.mark.parametrize(("text", "expected"), UTTERANCES)

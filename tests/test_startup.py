@@ -35,3 +35,12 @@ def test_bad_setting_fails_naming_the_variable() -> None:
     result = run("from presales_ws.cli import main; import sys; sys.exit(main(['serve']))", LOCAL_ENDPOINTING_MS="x")
     assert result.returncode == 2
     assert "LOCAL_ENDPOINTING_MS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreadable_knowledge_base_fails_naming_the_variable_and_the_file() -> None:
+    code = "from presales_ws.cli import main; import sys; sys.exit(main(['serve', '--port', '0']))"
+    result = run(code, KNOWLEDGE_BASE="/nonexistent/kb.md")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("presales-ws:")]
+    assert len(lines) == 1 and "KNOWLEDGE_BASE" in lines[0] and "/nonexistent/kb.md" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
