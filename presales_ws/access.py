@@ -48,6 +48,12 @@ def key_id(key: str) -> str:
     return "k_" + hashlib.sha256(b"presales-ws key id:" + key.encode()).hexdigest()[:10]
 
 
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's `Origin` is this server's own (`http[s]://` + the `Host` it was reached at)."""
+    scheme, _, netloc = origin.partition("://")
+    return scheme in ("http", "https") and netloc.lower() == host.strip().lower()
+
+
 class AccessGate:
     """Checks one handshake against API_KEYS and ALLOWED_ORIGINS."""
 
@@ -66,7 +72,7 @@ class AccessGate:
         offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
         origin = websocket.headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin):
+        if origin is not None and not self._origin_allowed(origin, websocket.headers.get("host")):
             raise Refused("forbidden_origin", "this origin may not open sessions", CloseCode.FORBIDDEN)
 
         candidate = self._candidate_key(websocket, offered)
@@ -82,9 +88,11 @@ class AccessGate:
             )
         return Admission(key_id=key_id(candidate), subprotocol=subprotocol)
 
-    def _origin_allowed(self, origin: str) -> bool:
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
         if origin in self._allowed_origins:
             return True
+        if host is not None and same_origin(origin, host):
+            return True  # a page this server served itself (GET /demo): still needs a key when keys are set
         return self._any_extension and DEV_EXTENSION_ORIGIN.fullmatch(origin) is not None
 
     def _candidate_key(self, websocket: WebSocket, offered: list[str]) -> str | None:
