@@ -95,10 +95,19 @@ async def test_refused_before_any_audio_with_4401(
 
 
 async def test_other_browser_origin_is_refused_with_4403_even_with_a_key(keyed_server: LiveServer) -> None:
-    first, close_code, _ = await first_message_and_close(
+    first, close_code, selected = await first_message_and_close(
         keyed_server.ws_url, subprotocols=["presales.v1", f"key.{KEY}"], origin="https://evil.example"
     )
     assert isinstance(first, Error) and first.code == "forbidden_origin" and close_code == 4403
+    assert selected == "presales.v1"  # or Chrome fails the handshake (1006) and the page never learns why
+
+
+async def test_a_refused_browser_key_still_gets_presales_v1_so_the_browser_reads_why(keyed_server: LiveServer) -> None:
+    first, close_code, selected = await first_message_and_close(
+        keyed_server.ws_url, subprotocols=["presales.v1", "key.pk_live_not_a_real_key_000"]
+    )
+    assert isinstance(first, Error) and first.code == "unauthorized" and close_code == 4401
+    assert selected == "presales.v1"
 
 
 async def test_a_page_the_server_served_itself_is_admitted_by_origin_but_still_needs_the_key(
