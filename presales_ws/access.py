@@ -12,6 +12,7 @@ import hmac
 import re
 
 import msgspec
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from presales_ws.config import Settings
@@ -48,6 +49,12 @@ def key_id(key: str) -> str:
     return "k_" + hashlib.sha256(b"presales-ws key id:" + key.encode()).hexdigest()[:10]
 
 
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's `Origin` is this server's own (`http[s]://` + the `Host` it was reached at)."""
+    scheme, _, netloc = origin.partition("://")
+    return scheme in ("http", "https") and netloc.lower() == host.strip().lower()
+
+
 class AccessGate:
     """Checks one handshake against API_KEYS and ALLOWED_ORIGINS."""
 
@@ -66,7 +73,7 @@ class AccessGate:
         offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
         origin = websocket.headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin):
+        if origin is not None and not self._origin_allowed(origin, websocket.headers.get("host")):
             raise Refused("forbidden_origin", "this origin may not open sessions", CloseCode.FORBIDDEN)
 
         candidate = self._candidate_key(websocket, offered)
@@ -82,9 +89,11 @@ class AccessGate:
             )
         return Admission(key_id=key_id(candidate), subprotocol=subprotocol)
 
-    def _origin_allowed(self, origin: str) -> bool:
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
         if origin in self._allowed_origins:
             return True
+        if host is not None and same_origin(origin, host):
+            return True  # a page this server served itself (GET /demo): still needs a key when keys are set
         return self._any_extension and DEV_EXTENSION_ORIGIN.fullmatch(origin) is not None
 
     def _candidate_key(self, websocket: WebSocket, offered: list[str]) -> str | None:
@@ -104,3 +113,27 @@ class AccessGate:
         for known in self._digests:  # no early exit: the time does not say which key, or how close
             matched |= hmac.compare_digest(digest, known)
         return matched
+
+
+class SelectOfferedSubprotocol:
+    """ASGI middleware: every accept of a handshake that offered `presales.v1` selects it, refusals included.
+
+    Chrome fails a handshake whose offered subprotocols get no answer (close 1006, no frame read), so a
+    browser refused for its key or origin would never see the `error` and 4401/4403 saying why, and would
+    retry forever. The session endpoint selects `presales.v1` only once the key is admitted.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or SUBPROTOCOL not in scope.get("subprotocols", ()):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_selecting(message: Message) -> None:
+            if message["type"] == "websocket.accept" and message.get("subprotocol") is None:
+                message = {**message, "subprotocol": SUBPROTOCOL}
+            await send(message)
+
+        await self.app(scope, receive, send_selecting)

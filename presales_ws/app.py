@@ -14,8 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from presales_ws import __version__, protocol
-from presales_ws.access import AccessGate
+from presales_ws.access import AccessGate, SelectOfferedSubprotocol
 from presales_ws.config import ConfigError, Settings, load_settings
+from presales_ws.demo import demo_routes
 from presales_ws.health import health
 from presales_ws.logs import configure_logging, get_logger
 from presales_ws.service import Service
@@ -93,8 +94,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/health", health, methods=["GET"]),
             Route("/protocol.json", protocol_schema, methods=["GET"]),
             WebSocketRoute("/ws/session", SessionEndpoint),
+            *demo_routes(),
         ],
-        middleware=[cors_middleware(settings)],
+        middleware=[cors_middleware(settings), Middleware(SelectOfferedSubprotocol)],
         lifespan=lifespan,
     )
     app.state.service = service

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import TextIO
@@ -10,12 +11,13 @@ from typing import TextIO
 import anyio
 
 from presales_ws.client import SessionRefused, connect
-from presales_ws.protocol import Error, ServerMessage, Status, Suggestion, Transcript
+from presales_ws.terminal import SendClock, TerminalView
 from presales_ws.wavfile import read_wav
 
 FRAME_MS = 20  # what the extension sends: 50 frames a second
 FAST_SPEED = 1.9  # without --realtime: just under the server's default rate limit (2x real time)
 GRACEFUL_SHUTDOWN_MARGIN_S = 5  # uvicorn's own graceful timeout, after our drain
+KEY_VARIABLE = "PRESALES_WS_KEY"  # the key from the environment keeps it out of shell history and `ps`
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -46,67 +48,25 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class TerminalView:
-    """Interims rewritten in place on a terminal (one line each elsewhere); finals printed with role and time."""
-
-    def __init__(self, out: TextIO, started: float, speed: float = 1.0) -> None:
-        self.out = out
-        self.speed = speed
-        self.tty = out.isatty()
-        self.started = started
-        self.finals = 0
-        self.words = 0
-        self._interim_open = False
-
-    def show(self, message: ServerMessage) -> None:
-        if isinstance(message, Transcript):
-            who = message.speaker + (f"#{message.speaker_id}" if message.speaker_id is not None else "")
-            label = f"{who:<12} [{message.start:6.2f}-{message.end:6.2f}]"
-            if not message.is_final:
-                if self.tty:
-                    self.out.write(f"\r\x1b[K{label} … {message.text}")
-                    self._interim_open = True
-                else:
-                    self.out.write(f"{label} … {message.text}\n")
-                self.out.flush()
-                return
-            self._end_interim()
-            if message.text:
-                lag = time.monotonic() - self.started - message.end / self.speed  # after that audio was sent
-                self.finals += 1
-                self.words += len(message.text.split())
-                self.out.write(f"{label}   {message.text}   (+{lag:.2f} s)\n")
-        elif isinstance(message, Error):
-            self._end_interim()
-            self.out.write(f"error {message.code}: {message.message}\n")
-        elif isinstance(message, Status):
-            self._end_interim()
-            details = {k: v for k, v in ((f, getattr(message, f)) for f in message.__struct_fields__) if v}
-            self.out.write(f"status {message.state} {details}\n")
-        elif isinstance(message, Suggestion):
-            self._end_interim()
-            self.out.write(f"suggestion ({message.confidence:.2f}) {message.question} -> {message.response}\n")
-        self.out.flush()
-
-    def _end_interim(self) -> None:
-        if self._interim_open:
-            self.out.write("\n")
-            self._interim_open = False
-
-
-async def stream_file(path: str, url: str, realtime: bool, out: TextIO) -> int:
+async def stream_file(path: str, url: str, realtime: bool, out: TextIO, key: str | None = None) -> int:
+    """Send a WAV in 20 ms frames as the extension would, showing what comes back live, then a summary."""
     audio = read_wav(path)
     frame_bytes = audio.sample_rate * FRAME_MS // 1000 * 2 * audio.channels
+    bytes_per_s = audio.sample_rate * 2 * audio.channels
+    speed = 1.0 if realtime else FAST_SPEED
     try:
-        async with connect(url, sample_rate=audio.sample_rate, channels=audio.channels) as session:
-            speed = 1.0 if realtime else FAST_SPEED
-            view = TerminalView(out, time.monotonic(), speed)
+        async with connect(url, sample_rate=audio.sample_rate, channels=audio.channels, key=key) as session:
+            clock = SendClock()
+            view = TerminalView(out, clock, total_audio_s=audio.duration_s)
             view.show(session.ready)
 
             async def send_audio() -> None:
                 for index, offset in enumerate(range(0, len(audio.pcm), frame_bytes)):
                     await anyio.sleep(max(0.0, view.started + index * FRAME_MS / 1000 / speed - time.monotonic()))
-                    await session.send_pcm(audio.pcm[offset : offset + frame_bytes])
+                    frame = audio.pcm[offset : offset + frame_bytes]
+                    await session.send_pcm(frame)
+                    clock.sent((offset + len(frame)) / bytes_per_s)
+                    view.progress()
                 await session.stop()
 
             async with anyio.create_task_group() as tg:
@@ -114,10 +74,7 @@ async def stream_file(path: str, url: str, realtime: bool, out: TextIO) -> int:
                 async for message in session:
                     view.show(message)
                 tg.cancel_scope.cancel()
-            out.write(
-                f"-- {view.finals} finals, {view.words} words, {audio.duration_s:.1f} s of audio, "
-                f"closed {session.close_code}\n"
-            )
+            view.summary(session.close_code)
             return 0 if session.close_code == 1000 else 1
     except SessionRefused as exc:
         print(f"presales-ws: session refused: {exc}", file=sys.stderr)
@@ -139,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     stream_cmd.add_argument(
         "--realtime", action="store_true", help=f"pace the audio as a live call would (default: {FAST_SPEED}x)"
     )
+    stream_cmd.add_argument(
+        "--key", default=os.environ.get(KEY_VARIABLE), help=f"API key, if the server has API_KEYS (or {KEY_VARIABLE})"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
     try:
-        return anyio.run(stream_file, args.file, args.url, args.realtime, sys.stdout)
+        return anyio.run(stream_file, args.file, args.url, args.realtime, sys.stdout, args.key or None)
     except (ValueError, FileNotFoundError) as exc:
         print(f"presales-ws: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """An async client for /ws/session: the reference for how a client sends audio and reads transcripts.
 
-async with connect("ws://127.0.0.1:8000/ws/session") as session:
+async with connect("ws://127.0.0.1:8000/ws/session", key=API_KEY) as session:
     await session.send_pcm(pcm)
     await session.stop()
     async for message in session:
@@ -18,8 +18,10 @@ import msgspec
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from presales_ws import protocol
+from presales_ws.access import KEY_PREFIX, SUBPROTOCOL
 from presales_ws.protocol import AudioChunk, ClientMessage, Error, Ping, Pong, ServerMessage, Status, Stop
 
 MAX_SEND_FRAME_S = 0.5  # 16 KiB of 16 kHz mono: well under the server's default 64 KiB frame limit
@@ -114,13 +116,21 @@ async def connect(
     *,
     sample_rate: int = 16000,
     channels: int = 1,
+    key: str | None = None,
     auto_pong: bool = True,
     open_timeout_s: float = 10.0,
     **params: str,
 ) -> AsyncIterator[Session]:
-    """Open a session and wait for its `ready` status; SessionRefused if the server says no."""
+    """Open a session and wait for its `ready` status; SessionRefused if the server says no.
+
+    `key` travels as a `key.<KEY>` subprotocol beside `presales.v1`, as a browser must send it, so this
+    client exercises the same handshake as the extension (the server selects `presales.v1` only).
+    """
     target = session_url(url, sample_rate=sample_rate, channels=channels, **params)
-    async with ws_connect(target, open_timeout=open_timeout_s, max_size=2**22, ping_interval=None) as ws:
+    subprotocols = None if key is None else [Subprotocol(SUBPROTOCOL), Subprotocol(KEY_PREFIX + key)]
+    async with ws_connect(
+        target, open_timeout=open_timeout_s, max_size=2**22, ping_interval=None, subprotocols=subprotocols
+    ) as ws:
         try:
             first = server_decoder.decode(await ws.recv())
         except ConnectionClosed:

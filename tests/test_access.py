@@ -10,6 +10,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from presales_ws.access import same_origin
+from presales_ws.client import SessionRefused, connect
 from presales_ws.protocol import Error, ServerMessage, Status
 from tests.conftest import LiveServer, make_settings
 
@@ -93,10 +95,62 @@ async def test_refused_before_any_audio_with_4401(
 
 
 async def test_other_browser_origin_is_refused_with_4403_even_with_a_key(keyed_server: LiveServer) -> None:
-    first, close_code, _ = await first_message_and_close(
+    first, close_code, selected = await first_message_and_close(
         keyed_server.ws_url, subprotocols=["presales.v1", f"key.{KEY}"], origin="https://evil.example"
     )
     assert isinstance(first, Error) and first.code == "forbidden_origin" and close_code == 4403
+    assert selected == "presales.v1"  # or Chrome fails the handshake (1006) and the page never learns why
+
+
+async def test_a_refused_browser_key_still_gets_presales_v1_so_the_browser_reads_why(keyed_server: LiveServer) -> None:
+    first, close_code, selected = await first_message_and_close(
+        keyed_server.ws_url, subprotocols=["presales.v1", "key.pk_live_not_a_real_key_000"]
+    )
+    assert isinstance(first, Error) and first.code == "unauthorized" and close_code == 4401
+    assert selected == "presales.v1"
+
+
+async def test_a_page_the_server_served_itself_is_admitted_by_origin_but_still_needs_the_key(
+    keyed_server: LiveServer,
+) -> None:
+    own_origin = keyed_server.http_url  # the Origin of /demo, as a browser sends it
+    first, _, selected = await first_message_and_close(
+        keyed_server.ws_url, subprotocols=["presales.v1", f"key.{KEY}"], origin=own_origin
+    )
+    assert isinstance(first, Status) and first.state == "ready" and selected == "presales.v1"
+    first, close_code, _ = await first_message_and_close(
+        keyed_server.ws_url, subprotocols=["presales.v1"], origin=own_origin
+    )
+    assert isinstance(first, Error) and first.code == "unauthorized" and close_code == 4401
+    other_port = f"http://127.0.0.1:{keyed_server.port + 1}"  # same host, another server: another origin
+    first, close_code, _ = await first_message_and_close(
+        keyed_server.ws_url, subprotocols=["presales.v1", f"key.{KEY}"], origin=other_port
+    )
+    assert isinstance(first, Error) and first.code == "forbidden_origin" and close_code == 4403
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("https://Presales.Example.com", "presales.example.com", True),
+        ("http://127.0.0.1:8001", "127.0.0.1:8000", False),
+        ("chrome-extension://127.0.0.1:8000", "127.0.0.1:8000", False),
+        ("null", "127.0.0.1:8000", False),
+    ],
+)
+def test_same_origin_compares_scheme_host_and_port(origin: str, host: str, same: bool) -> None:
+    assert same_origin(origin, host) is same
+
+
+async def test_python_client_sends_its_key_as_a_subprotocol(keyed_server: LiveServer) -> None:
+    async with connect(keyed_server.ws_url, key=KEY) as session:
+        assert session.ready.state == "ready" and session.ws.subprotocol == "presales.v1"
+        await session.stop()
+    with pytest.raises(SessionRefused) as refused:
+        async with connect(keyed_server.ws_url, key=OTHER_KEY[::-1]):
+            pass
+    assert refused.value.code == "unauthorized" and refused.value.close_code == 4401
 
 
 async def test_sessions_per_key_are_capped_with_4429(keyed_server: LiveServer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import jsonschema
 import pytest
@@ -64,3 +66,24 @@ async def test_cors_allows_chrome_extensions_in_development(live_server: LiveSer
         other = await http.get("/health", headers={"Origin": "https://evil.example"})
     assert allowed.headers.get("access-control-allow-origin") == origin
     assert "access-control-allow-origin" not in other.headers
+
+
+async def test_demo_page_and_its_modules_are_served_from_the_package_with_nothing_from_outside(
+    live_server: LiveServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=live_server.http_url) as http:
+        page = await http.get("/demo")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        local = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+        assert sorted(local) == ["/static/demo.css", "/static/demo.js"]
+        scripts = {
+            path: await http.get(path)
+            for path in ("/static/demo.js", "/static/capture.js", "/static/capture-worklet.js")
+        }
+        for path, response in scripts.items():
+            assert response.status_code == 200, path
+            assert "javascript" in response.headers["content-type"], path  # or the browser refuses the module
+        assert (await http.get("/static/demo.css")).status_code == 200
+        assert (await http.get("/static/../app.py")).status_code == 404
+    everything = page.text + "".join(r.text for r in scripts.values())
+    assert not re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", everything)  # no CDN, no remote asset

@@ -1,0 +1,377 @@
+// The demo page's UI: one live session on /ws/session, fed by capture.js. Capture knows nothing of the
+// socket or the page; this file knows nothing of audio beyond "an ArrayBuffer every 20 ms".
+
+import { AudioCapture, FRAME_MS, TARGET_SAMPLE_RATE_HZ, openMicrophone, openTabAudio } from "./capture.js";
+
+const SUBPROTOCOL = "presales.v1";
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 8000;
+const MAX_BUFFERED_FRAMES = 4000 / FRAME_MS; // audio kept while reconnecting: 4 s, inside the server's 5 s burst
+const STOP_TIMEOUT_MS = 35000; // the server gives its transcriber 30 s to return the last finals
+const MAX_ERRORS_SHOWN = 20;
+// Closes that another attempt would only repeat: say why and stop (docs/PROTOCOL.md, "Close codes").
+const FATAL_CLOSES = new Map([
+  [1000, "the server ended the session"],
+  [4400, "the server refused the session parameters"],
+  [4401, "the API key is missing or not valid"],
+  [4403, "this page's origin may not open sessions"],
+  [4429, "too much audio, or too many sessions for this key"],
+]);
+const CHANNEL_NAMES = [["microphone"], ["microphone (consultant)", "tab audio (customer)"]];
+
+const $ = (id) => document.getElementById(id);
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Transcript lines: one interim per channel, rewritten in place; finals stay, in arrival order. */
+class TranscriptView {
+  constructor(root) {
+    this.root = root;
+    this.interims = new Map();
+  }
+
+  show(message) {
+    const open = this.interims.get(message.channel);
+    if (!message.is_final) {
+      const line = open || element("div");
+      this.fill(line, message, "interim");
+      if (!open) {
+        this.interims.set(message.channel, line);
+        this.root.append(line);
+      }
+    } else {
+      if (open) {
+        open.remove();
+        this.interims.delete(message.channel);
+      }
+      if (!message.text) return; // an empty final only clears the interim (docs/PROTOCOL.md)
+      const line = element("div");
+      this.fill(line, message, "final");
+      this.root.insertBefore(line, this.firstInterim());
+    }
+    this.root.lastElementChild?.scrollIntoView({ block: "nearest" });
+  }
+
+  marker(text) {
+    this.dropInterims();
+    this.root.append(element("div", "line marker", text));
+  }
+
+  dropInterims() {
+    for (const line of this.interims.values()) line.remove();
+    this.interims.clear();
+  }
+
+  firstInterim() {
+    return [...this.root.children].find((line) => line.classList.contains("interim")) || null;
+  }
+
+  fill(line, message, kind) {
+    const speaker = ["customer", "consultant"].includes(message.speaker) ? message.speaker : "unknown";
+    line.className = `line ${kind} ${speaker}`;
+    line.dataset.channel = String(message.channel);
+    const who = message.speaker_id === null || message.speaker_id === undefined ? speaker : `${speaker} #${message.speaker_id}`;
+    line.replaceChildren(
+      element("span", "role", who),
+      element("span", "time", `${message.start.toFixed(2)}–${message.end.toFixed(2)} s`),
+      element("span", "text", kind === "interim" ? `${message.text} …` : message.text),
+    );
+  }
+}
+
+/** Everything on the page that is not the transcript. */
+class Page {
+  constructor() {
+    this.status = $("status");
+    this.heartbeatLine = $("heartbeat");
+    this.notice = $("notice");
+    this.errors = $("errors");
+    this.suggestions = $("suggestions");
+    this.meters = $("meters");
+    this.transcript = new TranscriptView($("transcript"));
+    $("url").value = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/session`;
+  }
+
+  setStatus(state, text) {
+    this.status.className = `pill ${state}`;
+    this.status.textContent = text || state;
+  }
+
+  say(text) {
+    this.notice.hidden = !text;
+    this.notice.textContent = text || "";
+  }
+
+  error(code, message) {
+    const item = element("li");
+    item.append(element("strong", null, code), ` ${message} `, element("span", "time", new Date().toLocaleTimeString()));
+    this.errors.prepend(item);
+    while (this.errors.children.length > MAX_ERRORS_SHOWN) this.errors.lastElementChild.remove();
+  }
+
+  heartbeat() {
+    this.heartbeatLine.textContent = `last heartbeat ${new Date().toLocaleTimeString()}`;
+  }
+
+  suggestion(message) {
+    this.suggestions.querySelector(".empty")?.remove();
+    const card = element("div", "card");
+    const meta = [`confidence ${Math.round(message.confidence * 100)}%`];
+    if (message.source) meta.push(`from ${message.source}`);
+    if (message.latency_ms !== undefined && message.latency_ms !== null) meta.push(`${Math.round(message.latency_ms)} ms`);
+    card.append(
+      element("div", "question", message.question),
+      element("div", "response", message.response),
+      element("div", "meta", meta.join(" · ")),
+    );
+    this.suggestions.prepend(card);
+  }
+
+  showMeters(names) {
+    this.meters.replaceChildren(
+      ...names.map((name) => {
+        const row = element("div", "meter");
+        const bar = element("div", "bar");
+        bar.append(element("div", "fill"));
+        row.append(element("span", null, name), bar);
+        return row;
+      }),
+    );
+  }
+
+  levels(values) {
+    const fills = this.meters.querySelectorAll(".fill");
+    values.forEach((rms, index) => {
+      const db = 20 * Math.log10(Math.max(rms, 1e-6));
+      const percent = Math.max(0, Math.min(100, ((db + 60) / 60) * 100)); // -60 dBFS .. 0 dBFS
+      if (fills[index]) fills[index].style.width = `${percent.toFixed(0)}%`;
+    });
+  }
+
+  running(on) {
+    $("start").disabled = on;
+    $("stop").disabled = !on;
+    for (const id of ["url", "key", "tab-audio"]) $(id).disabled = on;
+  }
+}
+
+/** One call: capture, a socket (replaced after a drop, with backoff), and an orderly stop. */
+class LiveSession {
+  constructor(page, { url, key, tabAudio }) {
+    this.page = page;
+    this.url = url;
+    this.key = key;
+    this.tabAudio = tabAudio;
+    this.capture = null;
+    this.ws = null;
+    this.ready = false;
+    this.stopping = false;
+    this.ended = false;
+    this.attempt = 0;
+    this.reconnectTimer = null;
+    this.backlog = [];
+    this.dropped = 0;
+    this.closedPromise = null;
+    this.resolveClosed = null;
+    this.allFinals = false;
+  }
+
+  async start() {
+    this.page.setStatus("connecting", "opening the microphone…");
+    const streams = [await openMicrophone()];
+    if (this.tabAudio) {
+      try {
+        streams.push(await openTabAudio());
+      } catch (error) {
+        for (const track of streams[0].getTracks()) track.stop();
+        throw error;
+      }
+    }
+    this.channels = streams.length;
+    this.page.showMeters(CHANNEL_NAMES[this.channels - 1]);
+    this.capture = await AudioCapture.start(streams, {
+      onFrame: (pcm) => this.sendAudio(pcm),
+      onLevel: (levels) => this.page.levels(levels),
+    });
+    this.connect();
+  }
+
+  connect() {
+    this.reconnectTimer = null;
+    const url = new URL(this.url);
+    url.searchParams.set("sample_rate", String(TARGET_SAMPLE_RATE_HZ));
+    url.searchParams.set("channels", String(this.channels));
+    // Browsers cannot set headers on a WebSocket: the key rides as a second subprotocol (never echoed back).
+    const protocols = this.key ? [SUBPROTOCOL, `key.${this.key}`] : [SUBPROTOCOL];
+    this.page.setStatus(this.attempt ? "reconnecting" : "connecting", this.attempt ? "reconnecting…" : "connecting…");
+    const ws = new WebSocket(url, protocols);
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (event) => this.receive(ws, event);
+    ws.onclose = (event) => this.closed(ws, event);
+    this.ws = ws;
+    this.ready = false;
+  }
+
+  sendAudio(pcm) {
+    if (this.ended) return;
+    if (this.ready && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(pcm);
+      return;
+    }
+    this.backlog.push(pcm); // until `ready`, or while reconnecting
+    if (this.backlog.length > MAX_BUFFERED_FRAMES) {
+      this.backlog.shift();
+      this.dropped += 1;
+    }
+  }
+
+  send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  receive(ws, event) {
+    if (ws !== this.ws || typeof event.data !== "string") return;
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      this.page.error("client", "the server sent a frame that is not JSON");
+      return;
+    }
+    switch (message.type) {
+      case "transcript":
+        this.page.transcript.show(message);
+        break;
+      case "ping":
+        this.send({ type: "pong", ts: message.ts ?? null });
+        this.page.heartbeat();
+        break;
+      case "suggestion":
+        this.page.suggestion(message);
+        break;
+      case "error":
+        this.page.error(message.code, message.message);
+        break;
+      case "status":
+        this.status(message);
+        break;
+      default:
+        break; // pong and future types
+    }
+  }
+
+  status(message) {
+    if (message.state === "ready") {
+      this.ready = true;
+      const reconnected = this.attempt > 0;
+      this.attempt = 0;
+      const channels = message.channels === 2 ? "2 channels" : "1 channel";
+      this.page.setStatus("live", `live: ${message.transcriber}, ${channels}`);
+      if (reconnected) this.page.transcript.marker(`reconnected (session ${message.session_id})`);
+      this.page.say(this.dropped ? `reconnected; ${(this.dropped * FRAME_MS) / 1000} s of audio were lost` : "");
+      this.dropped = 0;
+      const backlog = this.backlog;
+      this.backlog = [];
+      for (const pcm of backlog) this.ws.send(pcm);
+      if (this.stopping) this.send({ type: "stop" });
+    } else if (message.state === "closed") {
+      this.allFinals = true;
+      this.resolveClosed?.();
+    } else if (message.state === "reconnecting" || message.state === "recovered") {
+      this.page.say(message.state === "reconnecting" ? `the transcriber is reconnecting (${message.reason || "no reason given"}); audio is kept` : "");
+    } else if (message.state === "closing") {
+      this.page.say(`the server is closing this session (${message.reason || "no reason given"}); it will reconnect`);
+    } else if (message.state === "roles") {
+      this.page.transcript.marker(`roles: ${Object.entries(message.roles || {}).map(([id, role]) => `#${id} ${role}`).join(", ")}`);
+    }
+  }
+
+  closed(ws, event) {
+    if (ws !== this.ws) return;
+    this.ready = false;
+    const why = event.reason ? `${event.code} ${event.reason}` : String(event.code);
+    if (this.stopping) {
+      this.resolveClosed?.();
+      return;
+    }
+    const fatal = FATAL_CLOSES.get(event.code);
+    if (fatal) {
+      this.page.error(`close ${event.code}`, fatal);
+      this.page.setStatus("failed", `closed (${why})`);
+      this.finish();
+      return;
+    }
+    this.attempt += 1;
+    const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (this.attempt - 1));
+    const delay = event.code === 1012 && this.attempt === 1 ? 0 : backoff * (0.5 + Math.random() / 2);
+    this.page.setStatus("reconnecting", `disconnected (${why})`);
+    this.page.say(`connection lost (close ${why}); reconnecting in ${(delay / 1000).toFixed(1)} s, attempt ${this.attempt}; audio is kept for ${MAX_BUFFERED_FRAMES * FRAME_MS / 1000} s`);
+    this.page.transcript.marker(`connection lost (close ${why})`);
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Stop capturing, send `stop`, and wait for `status: closed` so the last sentence is not lost. */
+  async stop() {
+    if (this.stopping || this.ended) return;
+    this.stopping = true;
+    this.page.setStatus("stopping", "stopping: waiting for the last finals…");
+    this.closedPromise = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    await this.capture?.stop(); // its last partial frame goes out before the `stop`
+    if (this.ready) {
+      this.send({ type: "stop" });
+    } else if (this.reconnectTimer !== null) {
+      clearTimeout(this.reconnectTimer);
+      this.connect(); // `stop` follows the backlog once the new session is ready
+    }
+    const timedOut = await Promise.race([
+      this.closedPromise.then(() => false),
+      new Promise((resolve) => setTimeout(() => resolve(true), STOP_TIMEOUT_MS)),
+    ]);
+    if (!this.allFinals) {
+      const why = timedOut ? "no `closed` status within 35 s of stop" : "the connection dropped while stopping";
+      this.page.error("client", `${why}: the last finals may be missing`);
+    }
+    this.ws?.close(1000);
+    this.page.setStatus("idle", this.allFinals ? "closed" : "stopped");
+    this.page.say("");
+    this.finish();
+  }
+
+  finish() {
+    this.ended = true;
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.capture?.stop();
+    this.page.levels(new Array(this.channels || 1).fill(0));
+    this.page.running(false);
+    if (this.onEnd) this.onEnd();
+  }
+}
+
+const page = new Page();
+let session = null;
+
+$("start").addEventListener("click", async () => {
+  page.running(true);
+  page.say("");
+  session = new LiveSession(page, {
+    url: $("url").value.trim(),
+    key: $("key").value.trim(),
+    tabAudio: $("tab-audio").checked,
+  });
+  try {
+    await session.start();
+  } catch (error) {
+    page.error(error.name || "capture", error.message);
+    page.setStatus("failed", "could not start");
+    session.finish();
+  }
+});
+
+$("stop").addEventListener("click", () => session?.stop());

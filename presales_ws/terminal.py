@@ -1,0 +1,153 @@
+"""The live terminal view of `presales-ws stream`: what a person watching a call in a terminal sees.
+
+On a terminal the bottom line is live (a progress bar and the current interims, rewritten in place with
+`\\r`); finals, statuses and errors scroll above it. Anywhere else (a pipe, a file, CI) every message is
+one plain line and nothing is rewritten, so the output can be read and grepped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import shutil
+import statistics
+import time
+from typing import TextIO
+
+from presales_ws.protocol import Error, ServerMessage, Status, Suggestion, Transcript
+
+PROGRESS_BAR_CHARS = 24
+REDRAW_INTERVAL_S = 0.1  # progress redraws at most this often: 50 frames a second would flood a slow terminal
+CLEAR_LINE = "\r\x1b[K"
+
+
+class SendClock:
+    """When each stretch of audio left the client, to time a final from the end of its speech.
+
+    A final's `end` is an offset into the session's audio; the moment the frame holding that offset was
+    sent is when the words were spoken, as far as a live caller is concerned.
+    """
+
+    def __init__(self) -> None:
+        self._ends_s: list[float] = []
+        self._sent_at: list[float] = []
+
+    def sent(self, audio_end_s: float, at: float | None = None) -> None:
+        self._ends_s.append(audio_end_s)
+        self._sent_at.append(time.monotonic() if at is None else at)
+
+    @property
+    def audio_s(self) -> float:
+        return self._ends_s[-1] if self._ends_s else 0.0
+
+    def when_sent(self, offset_s: float) -> float | None:
+        """The wall time (monotonic) the audio at `offset_s` was sent; None if it has not been."""
+        index = bisect.bisect_left(self._ends_s, offset_s - 1e-6)
+        return self._sent_at[index] if index < len(self._sent_at) else None
+
+
+class TerminalView:
+    """Interims rewritten in place on a terminal (one line each elsewhere); finals printed with role and time."""
+
+    def __init__(self, out: TextIO, clock: SendClock, *, total_audio_s: float | None = None) -> None:
+        self.out = out
+        self.clock = clock
+        self.total_audio_s = total_audio_s
+        self.tty = out.isatty()
+        self.started = time.monotonic()
+        self.finals = 0
+        self.words = 0
+        self.latencies_s: list[float] = []
+        self._interims: dict[int, str] = {}
+        self._live_drawn = False
+        self._last_redraw = 0.0
+
+    def show(self, message: ServerMessage) -> None:
+        arrived = time.monotonic()
+        if isinstance(message, Transcript):
+            label = self._label(message)
+            if not message.is_final:
+                if self.tty:
+                    self._interims[message.channel] = f"{label} … {message.text}"
+                    self._redraw(force=True)
+                else:
+                    self._print(f"{label} … {message.text}")
+                return
+            self._interims.pop(message.channel, None)
+            if not message.text:  # an empty final only clears the interim
+                self._redraw(force=True)
+                return
+            self.finals += 1
+            self.words += len(message.text.split())
+            sent = self.clock.when_sent(message.end)
+            lag = ""
+            if sent is not None:
+                self.latencies_s.append(arrived - sent)
+                lag = f"   (+{arrived - sent:.2f} s)"
+            self._print(f"{label}   {message.text}{lag}")
+        elif isinstance(message, Error):
+            self._print(f"error {message.code}: {message.message}")
+        elif isinstance(message, Status):
+            details = {k: v for k, v in ((f, getattr(message, f)) for f in message.__struct_fields__) if v}
+            details.pop("state", None)
+            self._print(f"status {message.state} {details}" if details else f"status {message.state}")
+        elif isinstance(message, Suggestion):
+            self._print(f"suggestion ({message.confidence:.2f}) {message.question} -> {message.response}")
+
+    def progress(self) -> None:
+        """The audio sent so far moved on: redraw the progress bar (terminals only)."""
+        self._redraw(force=False)
+
+    def summary(self, close_code: int | None) -> str:
+        """The last line: how much came back, and how long after the end of speech the finals arrived."""
+        self._clear_live()
+        elapsed_s = time.monotonic() - self.started
+        parts = [
+            f"{self.finals} finals, {self.words} words",
+            f"{self.clock.audio_s:.1f} s of audio in {elapsed_s:.1f} s",
+        ]
+        if self.latencies_s:
+            parts.append(
+                f"end of speech to final: median {statistics.median(self.latencies_s):.2f} s, "
+                f"max {max(self.latencies_s):.2f} s"
+            )
+        parts.append(f"closed {close_code}")
+        line = "-- " + ", ".join(parts)
+        self.out.write(line + "\n")
+        self.out.flush()
+        return line
+
+    @staticmethod
+    def _label(message: Transcript) -> str:
+        who = message.speaker + (f"#{message.speaker_id}" if message.speaker_id is not None else "")
+        return f"{who:<12} [{message.start:6.2f}-{message.end:6.2f}]"
+
+    def _print(self, line: str) -> None:
+        """A line that stays: above the live line on a terminal."""
+        self._clear_live()
+        self.out.write(line + "\n")
+        self._redraw(force=True)
+        self.out.flush()
+
+    def _clear_live(self) -> None:
+        if self._live_drawn:
+            self.out.write(CLEAR_LINE)
+            self._live_drawn = False
+
+    def _redraw(self, *, force: bool) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_redraw < REDRAW_INTERVAL_S:
+            return
+        self._last_redraw = now
+        pieces = []
+        if self.total_audio_s:
+            done = min(1.0, self.clock.audio_s / self.total_audio_s)
+            filled = round(done * PROGRESS_BAR_CHARS)
+            bar = "█" * filled + "░" * (PROGRESS_BAR_CHARS - filled)
+            pieces.append(f"{bar} {done:4.0%} {self.clock.audio_s:5.1f}/{self.total_audio_s:.1f} s")
+        pieces.extend(self._interims[channel] for channel in sorted(self._interims))
+        width = shutil.get_terminal_size((100, 24)).columns - 1
+        self.out.write(CLEAR_LINE + "  │  ".join(pieces)[:width])
+        self._live_drawn = True
+        self.out.flush()
