@@ -12,7 +12,6 @@ import hmac
 import re
 
 import msgspec
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from presales_ws.config import Settings
@@ -47,6 +46,13 @@ def _digest(key: str) -> bytes:
 def key_id(key: str) -> str:
     """A stable, non-reversible name for a key, for logs and per-key limits."""
     return "k_" + hashlib.sha256(b"presales-ws key id:" + key.encode()).hexdigest()[:10]
+
+
+def offered_subprotocol(websocket: WebSocket) -> str | None:
+    """`presales.v1` if the client offered it. Every accept must select it then, refusals included: Chrome
+    fails a handshake whose offered subprotocols get no answer (1006), and the page would never see why."""
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
 def same_origin(origin: str, host: str) -> bool:
@@ -113,27 +119,3 @@ class AccessGate:
         for known in self._digests:  # no early exit: the time does not say which key, or how close
             matched |= hmac.compare_digest(digest, known)
         return matched
-
-
-class SelectOfferedSubprotocol:
-    """ASGI middleware: every accept of a handshake that offered `presales.v1` selects it, refusals included.
-
-    Chrome fails a handshake whose offered subprotocols get no answer (close 1006, no frame read), so a
-    browser refused for its key or origin would never see the `error` and 4401/4403 saying why, and would
-    retry forever. The session endpoint selects `presales.v1` only once the key is admitted.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or SUBPROTOCOL not in scope.get("subprotocols", ()):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_selecting(message: Message) -> None:
-            if message["type"] == "websocket.accept" and message.get("subprotocol") is None:
-                message = {**message, "subprotocol": SUBPROTOCOL}
-            await send(message)
-
-        await self.app(scope, receive, send_selecting)

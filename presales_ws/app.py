@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from presales_ws import __version__, protocol
-from presales_ws.access import AccessGate, SelectOfferedSubprotocol
+from presales_ws.access import AccessGate
 from presales_ws.config import ConfigError, Settings, load_settings
 from presales_ws.demo import demo_routes
 from presales_ws.health import health
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/ws/session", SessionEndpoint),
             *demo_routes(),
         ],
-        middleware=[cors_middleware(settings), Middleware(SelectOfferedSubprotocol)],
+        middleware=[cors_middleware(settings)],
         lifespan=lifespan,
     )
     app.state.service = service

@@ -18,7 +18,7 @@ from starlette.endpoints import WebSocketEndpoint
 from starlette.websockets import WebSocket, WebSocketState
 
 from presales_ws import protocol
-from presales_ws.access import Admission, Refused
+from presales_ws.access import Admission, Refused, offered_subprotocol
 from presales_ws.audio import ArrivalClock, AudioFormat, check_pcm, decode_base64_pcm
 from presales_ws.limits import Flood, TokenBucket
 from presales_ws.logs import get_logger
@@ -66,10 +66,9 @@ class SessionEndpoint(WebSocketEndpoint):
     async def dispatch(self) -> None:
         websocket = WebSocket(self.scope, receive=self.receive, send=self.send)
         service: Service = self.scope["app"].state.service
-        subprotocol = None
+        subprotocol = offered_subprotocol(websocket)
         try:
             admission = service.gate.admit(websocket)
-            subprotocol = admission.subprotocol
             params, channel_roles = self.parse_params(websocket, service)
             self.check_capacity(service, admission)
         except Refused as refusal:

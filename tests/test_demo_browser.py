@@ -18,6 +18,7 @@ from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwrigh
 
 from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
+from tests.test_suggestions_e2e import SAMPLE_KB
 from tests.support import FIXTURES, reference_text, word_error_rate
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -75,7 +76,9 @@ def launch(playwright: Playwright, tmp_path: Path, *, loop: bool = False) -> Bro
 
 @pytest.fixture
 def server() -> Iterator[LiveServer]:
-    live = LiveServer(make_settings(heartbeat_interval_s=1.0, heartbeat_timeout_s=10.0)).start()
+    live = LiveServer(
+        make_settings(heartbeat_interval_s=1.0, heartbeat_timeout_s=10.0, knowledge_base=str(SAMPLE_KB))
+    ).start()
     yield live
     live.stop()
 
@@ -127,6 +130,10 @@ def test_demo_page_shows_the_microphones_sentence_as_a_labelled_final(server: Li
             assert [role for role, _, _ in lines] == ["unknown"]  # one channel, embedded engine: no roles
             assert page.inner_text("#status").startswith("live")
             page.wait_for_function("document.getElementById('heartbeat').textContent.startsWith('last heartbeat')")
+            # The customer's question (speaker not known yet on one channel) gets its answer as a card.
+            page.wait_for_selector("#suggestions .card", timeout=10_000)
+            card = page.inner_text("#suggestions .card")
+            assert "SAML 2.0" in card and "speaker not known yet" in card, card
             stop_and_wait_closed(page)
             assert page.inner_text("#errors") == ""
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)

@@ -123,6 +123,7 @@ class Page {
     const card = element("div", "card");
     const meta = [`confidence ${Math.round(message.confidence * 100)}%`];
     if (message.source) meta.push(`from ${message.source}`);
+    if (message.speaker === "unknown") meta.push("speaker not known yet");
     if (message.latency_ms !== undefined && message.latency_ms !== null) meta.push(`${Math.round(message.latency_ms)} ms`);
     card.append(
       element("div", "question", message.question),
