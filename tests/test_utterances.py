@@ -34,8 +34,8 @@ def test_silence_asks_for_nothing() -> None:
 def test_speech_then_endpointing_silence_gives_one_final_with_pre_roll() -> None:
     pattern = "." * 20 + "s" * 30 + "." * 20
     _, decodes, _ = scripted(pattern, endpointing_ms=500, interim_interval_ms=10_000)
-    assert len(decodes) == 1
-    final = decodes[0]
+    assert [(d.is_final, d.speculative) for d in decodes] == [(False, True), (True, False)]
+    final = decodes[1]
     assert final.is_final and final.utterance_end
     windows = windows_of(final)
     assert windows[0] == 20 - 7  # 224 ms of pre-roll kept so the first word is not clipped
@@ -45,7 +45,7 @@ def test_speech_then_endpointing_silence_gives_one_final_with_pre_roll() -> None
 
 def test_interims_come_about_every_interval_of_speech() -> None:
     _, decodes, _ = scripted("s" * 100 + "." * 20, interim_interval_ms=1000)
-    interims = [d for d in decodes if not d.is_final]
+    interims = [d for d in decodes if not d.is_final and not d.speculative]
     assert len(interims) == 3  # 100 windows = 3.2 s of speech
     assert all(len(a.audio) < len(b.audio) for a, b in itertools.pairwise(interims))
     assert decodes[-1].is_final
@@ -53,7 +53,19 @@ def test_interims_come_about_every_interval_of_speech() -> None:
 
 def test_a_short_pause_does_not_end_the_utterance() -> None:
     _, decodes, _ = scripted("s" * 20 + "." * 10 + "s" * 20 + "." * 20, endpointing_ms=500, interim_interval_ms=10_000)
-    assert [d.is_final for d in decodes] == [True]
+    # A speculative decode at each pause's start; only the second one's audio is the final's.
+    assert [(d.is_final, d.speculative) for d in decodes] == [(False, True), (False, True), (True, False)]
+    assert decodes[0].key != decodes[2].key and decodes[1].key == decodes[2].key
+    assert np.array_equal(decodes[1].audio, decodes[2].audio)
+
+
+def test_the_final_is_decoded_ahead_once_its_audio_is_all_in() -> None:
+    pattern = "." * 10 + "s" * 30 + "." * 20
+    _, decodes, _ = scripted(pattern, endpointing_ms=500, interim_interval_ms=10_000)
+    speculative, final = decodes
+    assert speculative.key == final.key and np.array_equal(speculative.audio, final.audio)
+    assert max(windows_of(speculative)) == 40 + 5  # asked for 6 windows (192 ms) into the silence, not 16
+    assert final.end == speculative.end
 
 
 def test_continuous_speech_is_cut_at_the_maximum_length_without_losing_audio() -> None:

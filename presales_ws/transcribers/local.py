@@ -180,6 +180,7 @@ class _Channel:
         self.wake = anyio.Event()
         self.finished = False
         self.interim_shown = False  # an interim with text is on the client's screen for this utterance
+        self.speculated: tuple[tuple[float, int], str, float | None] | None = None  # key, text, confidence
 
     def _probability(self, window: Samples) -> float:
         return float(self._vad.process(memoryview(window.data)))
@@ -254,14 +255,20 @@ class LocalStream:
                 await channel.wake.wait()
                 channel.wake = anyio.Event()
             job = channel.jobs.popleft()
-            try:
-                text, confidence = await anyio.to_thread.run_sync(
-                    self._decoder.decode, job.audio, limiter=self._limiter
-                )
-            except Exception as exc:  # a decode that fails must not end the session
-                log.exception("transcriber.decode_failed", channel=channel.index)
-                await self._send.send(TranscriberFailure("transcriber_failed", f"decode failed: {type(exc).__name__}"))
-                continue
+            if job.is_final and channel.speculated is not None and channel.speculated[0] == job.key:
+                _, text, confidence = channel.speculated  # decoded while endpointing was still waiting
+            else:
+                try:
+                    text, confidence = await anyio.to_thread.run_sync(
+                        self._decoder.decode, job.audio, limiter=self._limiter
+                    )
+                except Exception as exc:  # a decode that fails must not end the session
+                    log.exception("transcriber.decode_failed", channel=channel.index)
+                    await self._send.send(
+                        TranscriberFailure("transcriber_failed", f"decode failed: {type(exc).__name__}")
+                    )
+                    continue
+            channel.speculated = (job.key, text, confidence) if job.speculative else None
             if not job.is_final:
                 if not text or channel.jobs:
                     continue  # nothing heard yet, or already superseded by newer audio

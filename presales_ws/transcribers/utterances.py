@@ -32,6 +32,14 @@ class Decode:
     start: float
     end: float
     utterance_end: bool
+    # An interim of exactly the audio the final will hold if the silence lasts: decoded ahead, so the final
+    # needs no decode of its own when endpointing confirms it.
+    speculative: bool = False
+
+    @property
+    def key(self) -> tuple[float, int]:
+        """Two decodes with the same key hold the same audio."""
+        return (self.start, len(self.audio))
 
 
 def _ms_to_windows(ms: float) -> int:
@@ -130,6 +138,13 @@ class UtteranceSegmenter:
             return self._close_utterance(utterance_end=True, keep_windows=keep)
         if len(self._utterance) >= self._max_windows:
             return self._close_utterance(utterance_end=False, keep_windows=len(self._utterance))
+        if self._silent_run == self._trail_windows < self._endpoint_windows and (
+            self._speech_windows >= self._min_speech_windows
+        ):
+            # The final's audio is all here now (speech + TRAIL_MS); only the wait for endpointing is left.
+            return self._decode(
+                is_final=False, keep_windows=len(self._utterance), utterance_end=False, speculative=True
+            )
         if self._since_interim >= self._interim_windows and self._silent_run == 0:
             self._since_interim = 0
             return self._decode(is_final=False, keep_windows=len(self._utterance), utterance_end=False)
@@ -154,11 +169,16 @@ class UtteranceSegmenter:
             self._utterance_start = self._windows_seen
         return decode
 
-    def _decode(self, *, is_final: bool, keep_windows: int, utterance_end: bool) -> Decode:
+    def _decode(self, *, is_final: bool, keep_windows: int, utterance_end: bool, speculative: bool = False) -> Decode:
         windows = self._utterance[:keep_windows]
         audio = np.concatenate(windows) if windows else np.zeros(0, dtype=np.float32)
         start = self._utterance_start * WINDOW_SAMPLES / SAMPLE_RATE_HZ
         end = min(start + len(audio) / SAMPLE_RATE_HZ, (self._last_speech + 1) * WINDOW_SAMPLES / SAMPLE_RATE_HZ)
         return Decode(
-            audio=audio, is_final=is_final, start=round(start, 3), end=round(end, 3), utterance_end=utterance_end
+            audio=audio,
+            is_final=is_final,
+            start=round(start, 3),
+            end=round(end, 3),
+            utterance_end=utterance_end,
+            speculative=speculative,
         )

@@ -1,0 +1,254 @@
+"""Latency on real speech, embedded transcriber: end of speech -> final, -> first interim, question -> suggestion.
+
+Streams the fixtures at real time in 20 ms frames, as the extension does, against `presales-ws serve` in its own
+process (with the sample knowledge base). The end of each utterance in the audio is known from the fixture
+manifest, so "end of speech" is the wall time the frame holding it was sent. Then the same with N sessions at
+once, to find how many real-time sessions the embedded transcriber carries before that latency doubles.
+
+    .venv/bin/python -m bench.speech_latency            # prints the tables, writes docs/BENCHMARKS.md
+    .venv/bin/python -m bench.speech_latency --quick    # one fixture, no capacity steps (the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import httpx
+
+from bench.report import write_section
+from presales_ws.client import connect
+from presales_ws.protocol import Error, Suggestion, Transcript
+from presales_ws.wavfile import read_wav
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+MANIFEST = {entry["file"]: entry for entry in json.loads((FIXTURES / "fixtures.json").read_text())}
+SAMPLE_KB = ROOT / "examples" / "knowledge_base.md"
+FRAME_S = 0.02
+SENTENCES = [name for name, entry in MANIFEST.items() if entry["channels"] == 1]
+CALLS = ["questions_call_two_channel.wav", "call_two_channel.wav"]
+CAPACITY_FILE = "two_sentences_us.wav"
+CAPACITY_STEPS = (1, 2, 3, 4, 6, 8)
+
+
+@dataclass
+class Utterance:
+    channel: int
+    start_s: float
+    end_s: float
+    text: str
+    ended_at: float = 0.0  # wall time the frame holding end_s was sent
+    started_at: float = 0.0
+    final_at: float | None = None
+    first_interim_at: float | None = None
+    suggestion_at: float | None = None
+
+    @property
+    def final_latency_s(self) -> float | None:
+        return None if self.final_at is None else self.final_at - self.ended_at
+
+    @property
+    def interim_latency_s(self) -> float | None:
+        return None if self.first_interim_at is None else self.first_interim_at - self.started_at
+
+
+@dataclass
+class Run:
+    utterances: list[Utterance] = field(default_factory=list)
+    busy: int = 0  # sessions refused or told transcriber_busy
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(**env_overrides: str) -> Iterator[str]:
+    """`presales-ws serve` in its own process on a free port; stopped (SIGTERM, then kill) on the way out."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPGRAM", "API_KEYS", "SUGGESTER"))}
+    env.update(LOG_FORMAT="json", LOG_LEVEL="warning", KNOWLEDGE_BASE=str(SAMPLE_KB), **env_overrides)
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "presales_ws", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"server did not start:\n{log.read()[-2000:]}")
+                time.sleep(0.1)
+            yield f"ws://127.0.0.1:{port}/ws/session"
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def closest(utterances: list[Utterance], channel: int, end_s: float) -> Utterance | None:
+    """The fixture utterance a transcript's `end` belongs to (engines place it within a few hundred ms)."""
+    candidates = [u for u in utterances if u.channel == channel and u.start_s - 0.5 <= end_s <= u.end_s + 1.5]
+    return min(candidates, key=lambda u: abs(u.end_s - end_s), default=None)
+
+
+async def stream(url: str, file: str, run: Run) -> None:
+    """One session: the file at real time, 20 ms frames; every message timed on arrival."""
+    audio = read_wav(FIXTURES / file)
+    entry = MANIFEST[file]
+    utterances = [Utterance(u["channel"], u["start_s"], u["end_s"], u["text"]) for u in entry["utterances"]]
+    frame = int(FRAME_S * audio.sample_rate) * 2 * audio.channels
+    async with connect(url, channels=audio.channels) as session:
+
+        async def send() -> None:
+            started = time.monotonic()
+            for index, offset in enumerate(range(0, len(audio.pcm), frame)):
+                await anyio.sleep(max(0.0, started + index * FRAME_S - time.monotonic()))
+                await session.send_pcm(audio.pcm[offset : offset + frame])
+                sent_to_s = (index + 1) * FRAME_S
+                now = time.monotonic()
+                for u in utterances:
+                    if not u.started_at and sent_to_s >= u.start_s:
+                        u.started_at = now
+                    if not u.ended_at and sent_to_s >= u.end_s:
+                        u.ended_at = now
+            await session.stop()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            async for message in session:
+                now = time.monotonic()
+                if isinstance(message, Transcript) and message.text:
+                    u = closest(utterances, message.channel, message.end)
+                    if u is None:
+                        continue
+                    if message.is_final and u.final_at is None and u.ended_at:
+                        u.final_at = now
+                    elif not message.is_final and u.first_interim_at is None:
+                        u.first_interim_at = now
+                elif isinstance(message, Suggestion):
+                    u = closest(utterances, message.channel, message.end)
+                    if u is not None and u.suggestion_at is None:
+                        u.suggestion_at = now
+                elif isinstance(message, Error) and message.code == "transcriber_busy":
+                    run.busy += 1
+    run.utterances.extend(utterances)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}"
+
+
+async def measure(quick: bool) -> str:
+    lines: list[str] = []
+    files = SENTENCES[:1] if quick else SENTENCES
+    single = Run()
+    with server() as url:
+        for file in files:
+            await stream(url, file, single)
+        calls = Run()
+        for file in CALLS[: 1 if quick else 2]:
+            await stream(url, file, calls)
+    finals = [u.final_latency_s for u in single.utterances + calls.utterances if u.final_latency_s is not None]
+    interims = [u.interim_latency_s for u in single.utterances + calls.utterances if u.interim_latency_s is not None]
+    missed = sum(u.final_at is None for u in single.utterances + calls.utterances)
+    lines += [
+        "| measure (one session at a time, real time) | n | p50 ms | p95 ms | max ms |",
+        "|---|---|---|---|---|",
+        f"| end of speech -> final transcript | {len(finals)} | {ms(statistics.median(finals))} | "
+        f"{ms(pct(finals, 0.95))} | {ms(max(finals))} |",
+        f"| start of speech -> first interim | {len(interims)} | {ms(statistics.median(interims))} | "
+        f"{ms(pct(interims, 0.95))} | {ms(max(interims))} |",
+    ]
+    asked = [u for u in calls.utterances if u.suggestion_at is not None]
+    suggestion = [u.suggestion_at - u.ended_at for u in asked if u.suggestion_at is not None]
+    if suggestion:
+        lines.append(
+            f"| end of the customer's question -> suggestion | {len(suggestion)} | "
+            f"{ms(statistics.median(suggestion))} | {ms(pct(suggestion, 0.95))} | {ms(max(suggestion))} |"
+        )
+    lines.append("")
+    lines.append(f"Utterances with no final: {missed}. Fixtures: {len(files)} sentence files, {len(CALLS)} calls.")
+    baseline = statistics.median(finals)
+    if not quick:
+        lines += [
+            "",
+            f"Capacity: N sessions at once, each streaming `{CAPACITY_FILE}` (two sentences) at real time:",
+            "",
+            "| sessions | finals | p50 ms | p95 ms | refused busy | p50 / one session |",
+            "|---|---|---|---|---|---|",
+        ]
+        with server(MAX_SESSIONS="100") as url:
+            for n in CAPACITY_STEPS:
+                run = Run()
+                async with anyio.create_task_group() as tg:
+                    for i in range(n):
+                        tg.start_soon(stream_staggered, url, run, i * 0.13)
+                got = [u.final_latency_s for u in run.utterances if u.final_latency_s is not None]
+                p50 = statistics.median(got) if got else float("nan")
+                row = (
+                    f"| {n} | {len(got)}/{len(run.utterances)} | {ms(p50)} | {ms(pct(got, 0.95)) if got else '-'} | "
+                    f"{run.busy} | {p50 / baseline:.2f} |"
+                )
+                lines.append(row)
+                print(row, flush=True)
+                if run.busy or not got or p50 > 2 * baseline:
+                    break
+    return "\n".join(lines)
+
+
+async def stream_staggered(url: str, run: Run, delay_s: float) -> None:
+    await anyio.sleep(delay_s)
+    try:
+        await stream(url, CAPACITY_FILE, run)
+    except Exception:  # refused at connect (transcriber_busy, 1013): counted, the step goes on
+        run.busy += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one fixture, no capacity steps; writes nothing")
+    args = parser.parse_args()
+    table = anyio.run(measure, args.quick)
+    print(table)
+    if not args.quick:
+        command = ".venv/bin/python -m bench.speech_latency"
+        write_section(
+            "BENCHMARKS.md",
+            "speech-latency",
+            f"## Latency on real speech (embedded transcriber) and question -> suggestion\n\n`{command}`\n\n{table}",
+            "Benchmarks",
+        )
+
+
+if __name__ == "__main__":
+    main()
