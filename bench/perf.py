@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from bench.load import raise_open_files_limit
 from bench.report import write_section
@@ -436,36 +436,21 @@ heartbeat's default timeout is 45 s), then all closed by the clients. RSS of the
 
 def deepgram_section(steps: Sequence[int], seconds: float, log_dir: Path) -> str:
     """The service between a client and a Deepgram-compatible server that answers every frame at once."""
-    sys.path.insert(0, str(ROOT))
-    from tests.deepgram_server import FakeDeepgram, Script
-
     print("deepgram: overhead each side of the loopback Deepgram server", flush=True)
     server_core, load_core = cores()
     rows = []
-    if load_core is not None:
-        os.sched_setaffinity(0, {load_core})  # the test server's thread shares the generator's core
-    for n in steps:
-        with FakeDeepgram(Script(()), api_key=DEEPGRAM_KEY, record_audio=False, echo_frames=True) as fake:
-            target = presales("binary", TRANSCRIBER="deepgram", DEEPGRAM_API_KEY=DEEPGRAM_KEY, DEEPGRAM_URL=fake.url)
-            target.env.pop("BENCH_ECHO")
-            with running(target, server_core, log_dir) as server:
-                step = run_load(server, server.url, n, seconds, "binary", load_core, dump_frames=True)
-            echoes = {frame_id: (got, sent) for c in fake.connections for frame_id, got, sent in c.echoes}
-        window = (step.get("window_start"), step.get("window_end"))
-        inbound, outbound = [], []
-        for frame_id, client_sent, client_received in step.result.get("frames") or []:
-            if not (window[0] <= client_sent < window[1]) or frame_id not in echoes:
-                continue
-            got, sent = echoes[frame_id]
-            inbound.append(got - client_sent)
-            if client_received:
-                outbound.append(client_received - sent)
-        inbound.sort()
-        outbound.sort()
-        rows.append((n, step, stats(inbound), stats(outbound)))
-        print(f"  deepgram N={n:<4} in {stats(inbound)}  out {stats(outbound)}  {describe(step)}", flush=True)
-        if step.failed:
-            break
+    affinity = os.sched_getaffinity(0)
+    try:
+        if load_core is not None:
+            os.sched_setaffinity(0, {load_core})  # the test server's thread shares the generator's core
+        for n in steps:
+            row = deepgram_step(n, seconds, log_dir, server_core, load_core)
+            rows.append(row)
+            print(f"  deepgram N={n:<4} in {row[2]}  out {row[3]}  {describe(row[1])}", flush=True)
+            if row[1].failed:
+                break
+    finally:
+        os.sched_setaffinity(0, affinity)
     table = [
         "| N | client -> Deepgram p50 / p99 / max ms | Deepgram -> client p50 / p99 / max ms |"
         " round trip p50 / p99 ms | server CPU % | |",
@@ -489,11 +474,39 @@ test server runs on the generator's core, so at higher N its own queueing shows 
 """
 
 
+def deepgram_step(
+    n: int, seconds: float, log_dir: Path, server_core: int | None, load_core: int | None
+) -> tuple[int, Step, str, str]:
+    """One run: (N, the step, client -> Deepgram stats, Deepgram -> client stats), over the window's frames."""
+    from tests.deepgram_server import FakeDeepgram, Script
+
+    with FakeDeepgram(Script(()), api_key=DEEPGRAM_KEY, record_audio=False, echo_frames=True) as fake:
+        target = presales("binary", TRANSCRIBER="deepgram", DEEPGRAM_API_KEY=DEEPGRAM_KEY, DEEPGRAM_URL=fake.url)
+        target.env.pop("BENCH_ECHO")
+        with running(target, server_core, log_dir) as server:
+            step = run_load(server, server.url, n, seconds, "binary", load_core, dump_frames=True)
+        echoes = {frame_id: (got, sent) for c in fake.connections for frame_id, got, sent in c.echoes}
+    step.target = "presales-ws deepgram"
+    window = (step.get("window_start"), step.get("window_end"))
+    inbound, outbound = [], []
+    for frame_id, client_sent, client_received in step.result.get("frames") or []:
+        if not (window[0] <= client_sent < window[1]) or frame_id not in echoes:
+            continue
+        got, sent = echoes[frame_id]
+        inbound.append(got - client_sent)
+        if client_received:
+            outbound.append(client_received - sent)
+    inbound.sort()
+    outbound.sort()
+    step.result.pop("frames", None)
+    return n, step, stats(inbound), stats(outbound)
+
+
 def stats(values: list[float]) -> str:
     if not values:
         return "-"
     p = [values[min(len(values) - 1, round(q * (len(values) - 1)))] * 1000 for q in (0.5, 0.99)]
-    return f"{p[0]:.2f} / {p[1]:.2f} / {values[-1] * 1000:.1f}"
+    return f"{p[0]:.2f} / {p[1]:.2f} / {values[-1] * 1000:.2f}"
 
 
 def machine_section(command: str) -> str:

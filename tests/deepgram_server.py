@@ -117,6 +117,10 @@ class _Pending:
     words_sent: int = 0  # words already finalized (by a Finalize mid-utterance)
 
 
+def _word_count(pending: _Pending) -> int:
+    return len(pending.utterance.text.split()) if pending.utterance else 2  # "unknown speech"
+
+
 class _Channel:
     """Recognition state of one channel of one connection."""
 
@@ -226,8 +230,7 @@ class _Session:
             got = self.words(pending, upto)
             pending.words_sent += len(got)
             words += got
-        n_total = lambda p: len(p.utterance.text.split()) if p.utterance else 2  # noqa: E731
-        track.pending = [p for p in track.pending if p.words_sent < n_total(p)]
+        track.pending = [p for p in track.pending if p.words_sent < _word_count(p)]
         await self.send(
             self.results(
                 channel,
