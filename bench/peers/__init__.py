@@ -18,7 +18,7 @@ WS_MAX_SIZE = 4 * max(_DEFAULTS.max_frame_bytes, _DEFAULTS.max_text_frame_bytes)
 
 
 def uvicorn_config(app: Any, port: int, host: str = "127.0.0.1") -> uvicorn.Config:
-    """cli.serve's uvicorn.Config: ws, loop and http left on "auto" as there, the same frame limit."""
+    """cli.serve's uvicorn.Config: ws, loop and http left on "auto" as there, the same frame limit, no deflate."""
     return uvicorn.Config(
         app,
         host=host,
@@ -26,6 +26,7 @@ def uvicorn_config(app: Any, port: int, host: str = "127.0.0.1") -> uvicorn.Conf
         proxy_headers=True,
         forwarded_allow_ips="*",
         ws_max_size=WS_MAX_SIZE,
+        ws_per_message_deflate=False,
         log_config=None,
     )
 
