@@ -158,7 +158,7 @@ async def stream(session: Session, log: SessionLog, start_at: float, mode: Mode,
 
 
 async def run(
-    url: str, sessions: int, seconds: float, mode: Mode, dump_frames: bool = False, connect_timeout_s: float = 60.0
+    url: str, sessions: int, seconds: float, mode: Mode, dump_frames: bool = False, connect_timeout_s: float = 30.0
 ) -> Result:
     raise_open_files_limit(sessions * 2 + 256)
     # Every session streams through the whole window [start + STAGGER_S, start + STAGGER_S + seconds].

@@ -58,11 +58,32 @@ IDLE_SESSIONS = 1000
 IDLE_HOLD_S = 6.0
 SERVER_START_TIMEOUT_S = 30.0
 SERVER_STOP_TIMEOUT_S = 15.0
-LOAD_SLACK_S = 90.0  # a generator run may take its window plus this (connects, drain) before it is killed
+LOAD_SLACK_S = 60.0  # a generator run may take its window plus this (connects, drain) before it is killed
+BUDGET_S = 420.0  # the whole run; a step that might not fit in what is left is skipped (and the table says so)
+STEP_OVERHEAD_S = 20.0  # a step's server start, connects and drain, on top of its window, at most N
+
 DEEPGRAM_KEY = "bench-deepgram-key-0123456789"
 
 
 # --- processes ----------------------------------------------------------------------------------------------
+
+
+class Budget:
+    """The wall-clock allowance of one run, so `make bench` stays bounded whatever the machine does."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.skipped: list[str] = []
+
+    def allows(self, what: str, seconds: float) -> bool:
+        if time.monotonic() + seconds <= self.deadline:
+            return True
+        self.skipped.append(what)
+        print(f"  skipped (time budget): {what}", flush=True)
+        return False
+
+
+BUDGET = Budget(BUDGET_S)
 
 
 def cores() -> tuple[int | None, int | None]:
@@ -227,6 +248,7 @@ def run_load(
     step = Step(target="", sessions=sessions, result={})
     cpu_start = clock_start = 0.0
     deadline = time.monotonic() + seconds + LOAD_SLACK_S
+    finished = False
     try:
         while True:
             try:
@@ -235,6 +257,7 @@ def run_load(
                 step.failed = "generator timed out"
                 break
             if line is None:
+                finished = True
                 break
             if line.startswith("PHASE connected") and on_connected is not None:
                 on_connected(step)
@@ -246,7 +269,7 @@ def run_load(
             elif line.startswith("RESULT "):
                 step.result = msgspec.json.decode(line[len("RESULT ") :])
     finally:
-        if process.poll() is None and step.failed:
+        if not finished and process.poll() is None:  # timed out, Ctrl-C or an error here: no orphan generator
             process.kill()
         stderr = process.communicate(timeout=30)[1]
     if not step.result and not step.failed:
@@ -273,11 +296,14 @@ def series(
     server_core, load_core = cores()
     out: list[Step] = []
     for n in steps:
+        if not BUDGET.allows(f"{target.name} N={n}", seconds + STEP_OVERHEAD_S):
+            break
+        began = time.monotonic()
         with running(target, server_core, log_dir) as server:
             step = run_load(server, server.url, n, seconds, mode or target.mode, load_core)
         step.target = target.name
         out.append(step)
-        print(f"  {target.name:<22} N={n:<5} {describe(step)}", flush=True)
+        print(f"  {target.name:<22} N={n:<5} {describe(step)}  ({time.monotonic() - began:.0f} s)", flush=True)
         if step.failed or (stop_at_p99 and step.p99 > P99_LIMIT_MS):
             break
     return out
@@ -399,6 +425,8 @@ presales-ws binary / peer (JSON):
 
 def memory_section(sessions: int, hold_s: float, log_dir: Path) -> str:
     print(f"memory: {sessions} idle sessions", flush=True)
+    if not BUDGET.allows(f"memory with {sessions} sessions", hold_s + 3 * STEP_OVERHEAD_S):
+        return "## Memory\n\nSkipped: the run's time budget was spent.\n"
     server_core, load_core = cores()
     with running(presales("idle"), server_core, log_dir) as server:
         time.sleep(1.0)
@@ -444,10 +472,12 @@ def deepgram_section(steps: Sequence[int], seconds: float, log_dir: Path) -> str
         if load_core is not None:
             os.sched_setaffinity(0, {load_core})  # the test server's thread shares the generator's core
         for n in steps:
+            if not BUDGET.allows(f"deepgram N={n}", seconds + STEP_OVERHEAD_S):
+                break
             row = deepgram_step(n, seconds, log_dir, server_core, load_core)
             rows.append(row)
             print(f"  deepgram N={n:<4} in {row[2]}  out {row[3]}  {describe(row[1])}", flush=True)
-            if row[1].failed:
+            if row[1].failed or row[1].p99 > P99_LIMIT_MS:
                 break
     finally:
         os.sched_setaffinity(0, affinity)
@@ -559,7 +589,12 @@ SECTIONS = ("overhead", "peer", "memory", "deepgram")
 # The lead adds an embedded-transcriber latency section here (docs/BENCHMARKS.md keeps its marker "embedded").
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every `finally`: servers and generators are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     parser.add_argument("--steps", help=f"session counts for overhead/limit (default {','.join(map(str, STEPS))})")
@@ -567,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deepgram-steps", help=f"default {','.join(map(str, DEEPGRAM_STEPS))}")
     parser.add_argument("--seconds", type=float, default=4.0, help="measurement window per step")
     parser.add_argument("--idle-sessions", type=int, default=IDLE_SESSIONS)
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="skip steps that would run past this")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -580,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_files_limit(4 * max([*ints(args.steps, STEPS), args.idle_sessions]) + 1024)
     command = ".venv/bin/python -m bench.perf" + (" " + shlex.join(sys.argv[1:]) if len(sys.argv) > 1 else "")
     started = time.monotonic()
+    BUDGET.deadline = started + args.budget_s
     bodies: dict[str, str] = {"machine": machine_section(command)}
     print(bodies["machine"], flush=True)
     with tempfile.TemporaryDirectory(prefix="presales-bench-") as tmp:
@@ -592,7 +629,9 @@ def main(argv: list[str] | None = None) -> int:
             bodies["memory"] = memory_section(args.idle_sessions, IDLE_HOLD_S, log_dir)
         if "deepgram" in only:
             bodies["deepgram"] = deepgram_section(ints(args.deepgram_steps, DEEPGRAM_STEPS), args.seconds, log_dir)
-    bodies["machine"] += f"- whole run: {time.monotonic() - started:.0f} s\n"
+    bodies["machine"] += f"- whole run: {time.monotonic() - started:.0f} s (budget {args.budget_s:.0f} s)\n"
+    if BUDGET.skipped:
+        bodies["machine"] += f"- skipped for time: {', '.join(BUDGET.skipped)}\n"
     for name, body in bodies.items():
         print(body, flush=True)
         if not args.no_write:
