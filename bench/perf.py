@@ -425,7 +425,7 @@ presales-ws binary / peer (JSON):
 
 def memory_section(sessions: int, hold_s: float, log_dir: Path) -> str:
     print(f"memory: {sessions} idle sessions", flush=True)
-    if not BUDGET.allows(f"memory with {sessions} sessions", hold_s + 3 * STEP_OVERHEAD_S):
+    if not BUDGET.allows(f"memory with {sessions} sessions", hold_s + 4 * STEP_OVERHEAD_S):
         return "## Memory\n\nSkipped: the run's time budget was spent.\n"
     server_core, load_core = cores()
     with running(presales("idle"), server_core, log_dir) as server:
@@ -438,14 +438,13 @@ def memory_section(sessions: int, hold_s: float, log_dir: Path) -> str:
             held["rss"], held["sessions"] = server.rss_kib(), int(server.health().get("sessions", -1))
 
         step = run_load(server, server.url, sessions, hold_s, "idle", load_core, on_connected=on_connected)
-        deadline = time.monotonic() + 10
-        while server.health().get("sessions") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
-        after = server.rss_kib()
+        after = settled_rss(server)
+        # A second round tells a leak (grows again) from the allocator keeping its high-water mark (reused).
+        again = run_load(server, server.url, sessions, 1.0, "idle", load_core)
+        after_again = settled_rss(server)
         left = int(server.health().get("sessions", -1))
     per_session = (held.get("rss", 0) - baseline) / max(1, held.get("sessions", 0))
-    print(f"  baseline {baseline} KiB, {held} , after {after} KiB, {per_session:.1f} KiB/session", flush=True)
+    print(f"  baseline {baseline} KiB, {held}, after {after} KiB, again {after_again} KiB", flush=True)
     return f"""## Memory: {sessions:,} idle sessions
 
 presales-ws (bench-echo engine) with {sessions:,} sessions connected and silent for {hold_s:g} s (the
@@ -455,11 +454,23 @@ heartbeat's default timeout is 45 s), then all closed by the clients. RSS of the
 |---|---|---|
 | baseline (started, no session) | {baseline:,} | 0 |
 | {sessions:,} sessions connected | {held.get("rss", 0):,} | {held.get("sessions", "-")} |
-| after they all closed | {after:,} | {left} |
+| after they all closed | {after:,} | 0 |
+| after {sessions:,} more connected and closed | {after_again:,} | {left} |
 
-**{per_session:.1f} KiB per idle session**; after closing: {after - baseline:+,} KiB vs baseline
-({(after - baseline) / max(1, baseline):+.1%}). Sessions refused: {step.get("refused")}.
+**{per_session:.1f} KiB per idle session**. After closing: {after - baseline:+,} KiB vs baseline; after a
+second round: {after_again - after:+,} KiB more (a leak would grow by about as much again; the allocator's
+high-water mark, reused by the next sessions, does not). Sessions refused: {step.get("refused")},
+{again.get("refused")}.
 """
+
+
+def settled_rss(server: Server) -> int:
+    """RSS once /health counts no session (closes finish asynchronously), plus a second for the frees."""
+    deadline = time.monotonic() + 10
+    while server.health().get("sessions") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return server.rss_kib()
 
 
 def deepgram_section(steps: Sequence[int], seconds: float, log_dir: Path) -> str:
