@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` (set up + start on the embedded transcriber) and `make test`.
+# `make bench` measures the service under load (bench/perf.py, a few minutes; run it on a quiet machine).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[local,dev]'
+	$(BIN)/pip install --quiet -e '.[local,dev,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,6 +25,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.perf
 
 lint: $(STAMP)
 	$(BIN)/ruff check presales_ws tests bench

@@ -41,6 +41,9 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips="*",
         ws_max_size=4 * max(settings.max_frame_bytes, settings.max_text_frame_bytes),
+        # No permessage-deflate: PCM hardly compresses, and zlib per message cost ~10% of the server's CPU and
+        # ~37 KiB per idle session in docs/BENCHMARKS.md ("What we tried").
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + GRACEFUL_SHUTDOWN_MARGIN_S,
         log_config=None,
     )

@@ -10,7 +10,8 @@ from environs import Env, EnvError
 
 from presales_ws.speakers import Role, parse_channel_roles
 
-TranscriberName = Literal["auto", "local", "deepgram"]
+TranscriberName = Literal["auto", "local", "deepgram", "bench-echo"]
+EngineName = Literal["local", "deepgram", "bench-echo"]
 LogFormat = Literal["auto", "json", "console"]
 
 
@@ -28,6 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "auto"
 
     transcriber: TranscriberName = "auto"
+    bench_echo: bool = False  # BENCH_ECHO=1 unlocks TRANSCRIBER=bench-echo, the benchmarks' zero-compute engine
     deepgram_api_key: str | None = msgspec.field(default=None)
     deepgram_url: str = "https://api.deepgram.com"
     deepgram_model: str = "nova-3"
@@ -87,7 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @property
-    def engine(self) -> Literal["local", "deepgram"]:
+    def engine(self) -> EngineName:
         """The transcriber this process runs: Deepgram when a key is set, else the embedded one."""
         if self.transcriber != "auto":
             return self.transcriber
@@ -107,6 +109,7 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         log_level=env.str("LOG_LEVEL", defaults.log_level),
         log_format=env.str("LOG_FORMAT", defaults.log_format),
         transcriber=env.str("TRANSCRIBER", defaults.transcriber),
+        bench_echo=env.bool("BENCH_ECHO", defaults.bench_echo),
         deepgram_api_key=env.str("DEEPGRAM_API_KEY", "") or None,
         deepgram_url=env.str("DEEPGRAM_URL", defaults.deepgram_url),
         deepgram_model=env.str("DEEPGRAM_MODEL", defaults.deepgram_model),
@@ -227,6 +230,11 @@ def _check_ranges(s: Settings) -> None:
             "TRANSCRIBER",
             not (s.transcriber == "deepgram" and not s.deepgram_api_key),
             "deepgram needs DEEPGRAM_API_KEY",
+        ),
+        (
+            "TRANSCRIBER",
+            not (s.transcriber == "bench-echo" and not s.bench_echo),
+            "bench-echo transcribes nothing (it echoes frame ids for benchmarks): it needs BENCH_ECHO=1",
         ),
     ]
     for name, ok, why in checks:

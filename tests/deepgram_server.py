@@ -6,6 +6,10 @@ words are spread evenly over the utterance's length. Timings are on each connect
 Deepgram's are. It can misbehave on cue (`Plan`) the way real connections do.
 
 Run standalone for manual checks: `python -m tests.deepgram_server --port 8766 --fixture call_two_channel.wav`.
+
+With `echo_frames` (bench/perf.py) it recognises nothing: every 20 ms frame received is answered at once by
+a final whose one word is the frame id a benchmark client wrote into the frame's first 8 bytes, and the
+receive and send times are recorded, so the overhead the service adds on each side can be measured.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class ConnectionRecord:
     final_word_counts: list[int] = field(default_factory=list)  # words in each final sent, in order
     opened_at: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
+    echoes: list[tuple[int, float, float]] = field(default_factory=list)  # echo_frames: (id, received, final sent)
 
 
 @dataclass
@@ -110,6 +115,10 @@ class _Pending:
     utterance: ScriptedUtterance | None
     start: int  # sample index on the connection clock
     words_sent: int = 0  # words already finalized (by a Finalize mid-utterance)
+
+
+def _word_count(pending: _Pending) -> int:
+    return len(pending.utterance.text.split()) if pending.utterance else 2  # "unknown speech"
 
 
 class _Channel:
@@ -221,8 +230,7 @@ class _Session:
             got = self.words(pending, upto)
             pending.words_sent += len(got)
             words += got
-        n_total = lambda p: len(p.utterance.text.split()) if p.utterance else 2  # noqa: E731
-        track.pending = [p for p in track.pending if p.words_sent < n_total(p)]
+        track.pending = [p for p in track.pending if p.words_sent < _word_count(p)]
         await self.send(
             self.results(
                 channel,
@@ -302,6 +310,9 @@ class _Session:
         try:
             async for message in self.ws:
                 self.last_activity = time.monotonic()
+                if isinstance(message, bytes) and self.fake.echo_frames:
+                    await self.echo(message)
+                    continue
                 if isinstance(message, bytes):
                     self.record.audio_bytes += len(message)
                     if self.fake.record_audio:
@@ -340,6 +351,31 @@ class _Session:
         finally:
             watcher.cancel()
 
+    async def echo(self, data: bytes) -> None:
+        """One final per 20 ms frame in the message (the service may coalesce several into one send)."""
+        received = time.monotonic()
+        self.record.audio_bytes += len(data)
+        frame = self.rate * 2 * self.channels // 50
+        track = self.tracks[0]
+        for offset in range(0, len(data) - frame + 1, frame):
+            frame_id = int.from_bytes(data[offset : offset + 8], "little")
+            start, track.position = track.position, track.position + frame // (2 * self.channels)
+            word = {
+                "word": str(frame_id),
+                "punctuated_word": str(frame_id),
+                "start": round(start / self.rate, 4),
+                "end": round(track.position / self.rate, 4),
+                "confidence": 0.99,
+            }
+            if self.diarize:
+                word["speaker"] = 0
+            message = self.results(0, start, track.position, [word], is_final=True, speech_final=True)
+            track.final_cursor = track.position
+            sent = time.monotonic()
+            await self.send(message)
+            self.record.finals_sent += 1
+            self.record.echoes.append((frame_id, received, sent))
+
     async def idle_watch(self) -> None:
         timeout = self.fake.plan.idle_timeout_s
         while True:
@@ -367,8 +403,10 @@ class FakeDeepgram:
         port: int = 0,
         *,
         record_audio: bool = True,
+        echo_frames: bool = False,
     ) -> None:
         self.script = script
+        self.echo_frames = echo_frames
         self.record_audio = record_audio
         self.api_key = api_key
         self.plan = plan or Plan()

@@ -58,3 +58,22 @@ def test_deepgram_key_never_shows_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_p
     settings = load_settings()
     assert settings.engine == "deepgram"
     assert "dg_secret_123" not in repr(settings)
+
+
+def test_bench_echo_engine_is_refused_without_bench_echo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRANSCRIBER", "bench-echo")
+    monkeypatch.delenv("BENCH_ECHO", raising=False)
+    with pytest.raises(ConfigError, match=r"TRANSCRIBER.*BENCH_ECHO=1"):
+        load_settings()
+    monkeypatch.setenv("BENCH_ECHO", "1")
+    assert load_settings().engine == "bench-echo"
+
+
+def test_bench_echo_engine_refuses_to_start_from_settings_built_in_code() -> None:
+    from presales_ws.config import Settings
+    from presales_ws.transcribers import create_transcriber
+    from presales_ws.transcribers.base import TranscriberUnavailable
+
+    with pytest.raises(TranscriberUnavailable, match="BENCH_ECHO=1"):
+        create_transcriber(Settings(transcriber="bench-echo")).check()

@@ -1,0 +1,62 @@
+"""The benchmark harness runs end to end at a tiny size: servers start and stop, every frame is answered.
+
+Nothing here asserts on time (the figures depend on the machine); `make bench` produces the real ones.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("psutil", reason="the `bench` extra is not installed")
+
+from bench.perf import BARE, PEER, Step, deepgram_step, presales, run_load, running
+
+SESSIONS = 2
+SECONDS = 1.0
+
+
+def check_every_frame_answered(step: Step, sessions: int = SESSIONS) -> None:
+    assert step.failed is None, step.failed
+    result = step.result
+    assert result["connected"] == sessions and result["refused"] == 0
+    assert result["frames_sent"] == sessions * round((1.0 + SECONDS) / 0.02)  # the 1 s stagger + the window
+    assert result["frames_received"] == result["frames_sent"] and result["frames_lost"] == 0
+    assert result["unmatched"] == 0 and result["errors"] == {}
+    assert result["window_frames_received"] > 0
+    for name in ("rtt_p50_ms", "rtt_p99_ms", "rtt_max_ms", "frames_per_s", "client_cpu_pct"):
+        assert math.isfinite(result[name]) and result[name] >= 0, name
+    assert result["rtt_p50_ms"] <= result["rtt_p99_ms"] <= result["rtt_max_ms"]
+    assert math.isfinite(step.server_cpu_pct) and step.server_rss_kib > 0
+
+
+@pytest.mark.parametrize("mode", ["binary", "json"])
+def test_presales_echo_answers_every_frame(tmp_path: Path, mode: str) -> None:
+    with running(presales(mode), None, tmp_path) as server:
+        step = run_load(server, server.url, SESSIONS, SECONDS, mode, None)
+    assert server.process.returncode is not None  # stopped
+    check_every_frame_answered(step)
+
+
+def test_bare_limit_answers_every_frame(tmp_path: Path) -> None:
+    with running(BARE, None, tmp_path) as server:
+        step = run_load(server, server.url, SESSIONS, SECONDS, "binary", None)
+    assert server.process.returncode is not None
+    check_every_frame_answered(step)
+
+
+def test_fastapi_peer_answers_every_frame(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="the `bench` extra is not installed")
+    with running(PEER, None, tmp_path) as server:
+        step = run_load(server, server.url, SESSIONS, SECONDS, "peer", None)
+    check_every_frame_answered(step)
+
+
+def test_deepgram_path_is_timed_on_both_sides(tmp_path: Path) -> None:
+    _, step, inbound, outbound = deepgram_step(1, SECONDS, tmp_path, None, None)
+    check_every_frame_answered(step, sessions=1)
+    for figures in (inbound, outbound):  # "p50 / p99 / max" in ms
+        p50, p99, top = (float(x) for x in figures.split(" / "))
+        assert 0 <= p50 <= p99 <= top
