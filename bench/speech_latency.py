@@ -176,7 +176,7 @@ async def measure(quick: bool) -> str:
         for file in files:
             await stream(url, file, single)
         calls = Run()
-        for file in CALLS[: 1 if quick else 2]:
+        for file in [] if quick else CALLS:
             await stream(url, file, calls)
     finals = [u.final_latency_s for u in single.utterances + calls.utterances if u.final_latency_s is not None]
     interims = [u.interim_latency_s for u in single.utterances + calls.utterances if u.interim_latency_s is not None]
@@ -189,15 +189,18 @@ async def measure(quick: bool) -> str:
         f"| start of speech -> first interim | {len(interims)} | {ms(statistics.median(interims))} | "
         f"{ms(pct(interims, 0.95))} | {ms(max(interims))} |",
     ]
-    asked = [u for u in calls.utterances if u.suggestion_at is not None]
+    asked = [u for u in single.utterances + calls.utterances if u.suggestion_at is not None]
     suggestion = [u.suggestion_at - u.ended_at for u in asked if u.suggestion_at is not None]
     if suggestion:
         lines.append(
-            f"| end of the customer's question -> suggestion | {len(suggestion)} | "
+            f"| end of a question -> suggestion | {len(suggestion)} | "
             f"{ms(statistics.median(suggestion))} | {ms(pct(suggestion, 0.95))} | {ms(max(suggestion))} |"
         )
     lines.append("")
-    lines.append(f"Utterances with no final: {missed}. Fixtures: {len(files)} sentence files, {len(CALLS)} calls.")
+    lines.append(
+        f"Utterances with no final: {missed}. Fixtures: {len(files)} sentence files"
+        + ("." if quick else f" and {len(CALLS)} two-channel calls ({', '.join(CALLS)}).")
+    )
     baseline = statistics.median(finals)
     if not quick:
         lines += [
@@ -244,7 +247,7 @@ def main() -> None:
         command = ".venv/bin/python -m bench.speech_latency"
         write_section(
             "BENCHMARKS.md",
-            "speech-latency",
+            "embedded",
             f"## Latency on real speech (embedded transcriber) and question -> suggestion\n\n`{command}`\n\n{table}",
             "Benchmarks",
         )

@@ -10,6 +10,7 @@ dropped. Lookups run in the session's task group under SUGGESTER_TIMEOUT_S; tran
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -201,7 +202,7 @@ class Prompter:
                 self.log.info("suggestion.none", words=len(lookup.words))
             return
         arrived = self.arrivals.arrival(question.end)
-        latency_ms = None if arrived is None else max(0, round((anyio.current_time() - arrived) * 1000))
+        latency_ms = None if arrived is None else max(0, round((time.monotonic() - arrived) * 1000))
         self.sent += 1
         self.log.info("suggestion.sent", source=answer.source, confidence=answer.confidence, latency_ms=latency_ms)
         self.deliver(

@@ -60,3 +60,14 @@ def test_deepgram_path_is_timed_on_both_sides(tmp_path: Path) -> None:
     for figures in (inbound, outbound):  # "p50 / p99 / max" in ms
         p50, p99, top = (float(x) for x in figures.split(" / "))
         assert 0 <= p50 <= p99 <= top
+
+
+@pytest.mark.anyio
+async def test_speech_latency_measures_a_sentence_and_its_suggestion() -> None:
+    from bench.speech_latency import measure
+
+    table = await measure(quick=True)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 1 |" in rows["end of speech -> final transcript"]  # one sentence, one final
+    assert "| 1 |" in rows["end of a question -> suggestion"]
+    assert "Utterances with no final: 0" in table

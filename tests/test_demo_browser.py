@@ -18,8 +18,8 @@ from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwrigh
 
 from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
-from tests.test_suggestions_e2e import SAMPLE_KB
 from tests.support import FIXTURES, reference_text, word_error_rate
+from tests.test_suggestions_e2e import SAMPLE_KB
 
 CHROMIUM = Path("/usr/bin/chromium")
 FIXTURE = "sso_question_us.wav"  # one short sentence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -79,7 +80,7 @@ async def prompter_for(
 ) -> AsyncIterator[tuple[Prompter, list[Suggestion]]]:
     sent: list[Suggestion] = []
     arrivals = ArrivalClock()
-    now = anyio.current_time()
+    now = time.monotonic()
     for tenth in range(1, 51):  # 5 s of audio that has just arrived, in real time
         arrivals.received(tenth / 10, now - 5.0 + tenth / 10)
     settings = make_settings(suggester_timeout_s=timeout_s)
