@@ -597,7 +597,8 @@ def _loop_name() -> str:
 # --- main ----------------------------------------------------------------------------------------------------
 
 SECTIONS = ("overhead", "peer", "memory", "deepgram")
-# The lead adds an embedded-transcriber latency section here (docs/BENCHMARKS.md keeps its marker "embedded").
+# The embedded transcriber's latency ("embedded" in docs/BENCHMARKS.md) is bench/speech_latency.py's: real
+# speech at real time needs a quiet machine of its own; `make bench` runs it after this.
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
