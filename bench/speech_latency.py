@@ -40,7 +40,7 @@ FRAME_S = 0.02
 SENTENCES = [name for name, entry in MANIFEST.items() if entry["channels"] == 1]
 CALLS = ["questions_call_two_channel.wav", "call_two_channel.wav"]
 CAPACITY_FILE = "two_sentences_us.wav"
-CAPACITY_STEPS = (1, 2, 3, 4, 6, 8)
+CAPACITY_STEPS = (1, 2, 4, 6, 8, 12, 16, 24)
 
 
 @dataclass
@@ -168,15 +168,18 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
-async def measure(quick: bool) -> str:
+async def measure(quick: bool, env: dict[str, str] | None = None, capacity_only: bool = False) -> str:
     lines: list[str] = []
     files = SENTENCES[:1] if quick else SENTENCES
     single = Run()
-    with server() as url:
+    env = env or {}
+    if capacity_only:
+        files = SENTENCES[:1]
+    with server(**env) as url:
         for file in files:
             await stream(url, file, single)
         calls = Run()
-        for file in [] if quick else CALLS:
+        for file in [] if quick or capacity_only else CALLS:
             await stream(url, file, calls)
     finals = [u.final_latency_s for u in single.utterances + calls.utterances if u.final_latency_s is not None]
     interims = [u.interim_latency_s for u in single.utterances + calls.utterances if u.interim_latency_s is not None]
@@ -210,7 +213,7 @@ async def measure(quick: bool) -> str:
             "| sessions | finals | p50 ms | p95 ms | refused busy | p50 / one session |",
             "|---|---|---|---|---|---|",
         ]
-        with server(MAX_SESSIONS="100") as url:
+        with server(**{"MAX_SESSIONS": "100", **env}) as url:
             for n in CAPACITY_STEPS:
                 run = Run()
                 async with anyio.create_task_group() as tg:
@@ -240,10 +243,13 @@ async def stream_staggered(url: str, run: Run, delay_s: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one fixture, no capacity steps; writes nothing")
+    parser.add_argument("--capacity-only", action="store_true", help="one fixture, then capacity; writes nothing")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the servers (e.g. to compare)")
     args = parser.parse_args()
-    table = anyio.run(measure, args.quick)
+    env = dict(item.split("=", 1) for item in args.env)
+    table = anyio.run(measure, args.quick, env, args.capacity_only)
     print(table)
-    if not args.quick:
+    if not (args.quick or args.capacity_only or env):
         command = ".venv/bin/python -m bench.speech_latency"
         write_section(
             "BENCHMARKS.md",

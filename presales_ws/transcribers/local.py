@@ -32,11 +32,14 @@ from presales_ws.transcribers.base import (
 )
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
 
-# One decode of tiny.en takes ~250 ms and a stream asks for about one a second of speech (RTF ~0.3):
-# three continuously speaking streams per decode thread keep every one of them real time.
-STREAMS_PER_THREAD = 3
+# A decode of a sentence takes ~85 ms (see WhisperDecoder) and a speaking stream asks for about one a second.
+# Measured (bench/speech_latency.py, 2 threads): 16 streams keep end-of-speech -> final within 1.2x of one
+# stream's; 24 quadruple it. So 8 per decode thread, and `transcriber_busy` beyond.
+STREAMS_PER_THREAD = 8
 EVENT_BUFFER = 64
 MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is falling behind real time
+ENCODER_PAD_S = 8.0  # silence encoded after an utterance; see WhisperDecoder
+MIN_TOKENS, TOKENS_PER_S, MAX_TOKENS = 16, 8, 224  # speech is ~4 tokens a second; 224 is Whisper's limit
 NO_SPEECH_PROBABILITY = 0.6
 MIN_AVG_LOGPROB = -1.0
 
@@ -49,10 +52,18 @@ log = get_logger(__name__)
 
 
 class WhisperDecoder:
-    """The shared model: thread-safe decodes of one utterance each."""
+    """The shared model: thread-safe decodes of one utterance each.
+
+    Whisper reads 30 s windows, and faster-whisper pads every utterance to one: the encoder then spends ~400 ms
+    on silence. CTranslate2's encoder takes shorter inputs, so this encodes the utterance plus ENCODER_PAD_S of
+    silence instead (the same log-mel features the full window would have, cut short): ~6x cheaper for a
+    sentence, with the same words on the fixtures (docs/BENCHMARKS.md, "What we tried"). Less than ~5 s of
+    padding makes the decoder loop on some sentences.
+    """
 
     def __init__(self, model_path: str, threads: int) -> None:
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
 
         self._model = WhisperModel(
             model_path,
@@ -62,30 +73,38 @@ class WhisperDecoder:
             num_workers=threads,
             local_files_only=True,
         )
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, "transcribe", "en")
+        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._window_frames = self._model.feature_extractor.nb_max_frames
 
     def decode(self, audio: Samples) -> tuple[str, float | None]:
         """Text and a 0-1 confidence (the mean token probability) of one utterance."""
-        segments, _ = self._model.transcribe(
-            audio,
-            language="en",
-            beam_size=1,
-            best_of=1,
-            temperature=0.0,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
+        import ctranslate2
+
+        padded = np.concatenate((audio, np.zeros(int(ENCODER_PAD_S * SAMPLE_RATE_HZ), dtype=np.float32)))
+        features = self._model.feature_extractor(padded)[:, : self._window_frames]
+        encoded = self._model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[np.newaxis], dtype=np.float32)),
+            to_cpu=False,
         )
-        texts: list[str] = []
-        logprobs: list[float] = []
-        for segment in segments:
-            if segment.no_speech_prob > NO_SPEECH_PROBABILITY and segment.avg_logprob < MIN_AVG_LOGPROB:
-                continue
-            if segment.text.strip():
-                texts.append(segment.text.strip())
-                logprobs.append(segment.avg_logprob)
-        if not texts:
+        seconds = len(audio) / SAMPLE_RATE_HZ
+        result = self._model.model.generate(
+            encoded,
+            [self._prompt],
+            beam_size=1,
+            max_length=min(MAX_TOKENS, int(MIN_TOKENS + TOKENS_PER_S * seconds)),  # no runaway loops
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        text = self._tokenizer.decode(tokens).strip()
+        # As faster-whisper: scores are length-normalised; the mean log-probability counts the end token too.
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if not text or (result.no_speech_prob > NO_SPEECH_PROBABILITY and avg_logprob < MIN_AVG_LOGPROB):
             return "", None
-        return " ".join(texts), round(min(1.0, math.exp(sum(logprobs) / len(logprobs))), 3)
+        return text, round(min(1.0, math.exp(avg_logprob)), 3)
 
 
 def default_model_path() -> str:
