@@ -73,10 +73,10 @@ class SpeakerTracker:
         """
         if self._channels == 2 or speaker_id is None:
             return False
-        before = self._labelled()
+        before = self._labelling()
         self._questions[speaker_id] = self._questions.get(speaker_id, 0) + int(is_question(text))
         self._score()
-        return self._labelled() != before
+        return self._labelling() != before
 
     def _score(self) -> None:
         leader = max(self._questions, key=self._questions.__getitem__)  # ties don't matter: the lead is then 0
@@ -90,5 +90,9 @@ class SpeakerTracker:
             return "unknown"
         return "customer" if speaker_id == self._customer else "consultant"
 
-    def _labelled(self) -> dict[str, Role]:
-        return {sid: role for sid, role in self.roles.items() if role != "unknown"}
+    def _labelling(self) -> tuple[int, int] | None:
+        """What the labelled roles depend on (the customer, and the speakers seen, who only ever grow): cheaper
+        to compare on every final than the roles themselves."""
+        if self._customer is None or self._confidence < self._threshold:
+            return None
+        return (self._customer, len(self._questions))
