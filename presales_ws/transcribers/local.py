@@ -33,9 +33,9 @@ from presales_ws.transcribers.base import (
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
 
 # A decode of a sentence takes ~85 ms (see WhisperDecoder) and a speaking stream asks for about one a second.
-# Measured (bench/speech_latency.py, 2 threads): 16 streams keep end-of-speech -> final within 1.2x of one
-# stream's; 24 quadruple it. So 8 per decode thread, and `transcriber_busy` beyond.
-STREAMS_PER_THREAD = 8
+# Measured (bench/speech_latency.py, 2 threads): 12 streams keep end-of-speech -> final within 1.2x of one
+# stream's; 16 come close to doubling it on a noisy run. So 6 per decode thread, and `transcriber_busy` beyond.
+STREAMS_PER_THREAD = 6
 EVENT_BUFFER = 64
 MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is falling behind real time
 ENCODER_PAD_S = 8.0  # silence encoded after an utterance; see WhisperDecoder
