@@ -49,7 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     local_max_streams: int = 0
     local_endpointing_ms: int = 500
     local_interim_interval_ms: int = 1000
-    local_max_utterance_s: float = 25.0
+    local_max_utterance_s: float = 20.0
     local_vad_threshold: float = 0.5
 
     heartbeat_interval_s: float = 15.0
@@ -192,7 +192,8 @@ def _check_ranges(s: Settings) -> None:
         ("LOCAL_MAX_STREAMS", s.local_max_streams >= 0, "must be >= 0 (0 = sized from the threads)"),
         ("LOCAL_ENDPOINTING_MS", 100 <= s.local_endpointing_ms <= 5000, "must be 100-5000"),
         ("LOCAL_INTERIM_INTERVAL_MS", 200 <= s.local_interim_interval_ms <= 10000, "must be 200-10000"),
-        ("LOCAL_MAX_UTTERANCE_S", 2 <= s.local_max_utterance_s <= 29, "must be 2-29 (Whisper sees 30 s)"),
+        # Whisper sees 30 s, and the decoder wants >= 8 s of silence after the speech (transcribers/local.py).
+        ("LOCAL_MAX_UTTERANCE_S", 2 <= s.local_max_utterance_s <= 22, "must be 2-22"),
         ("LOCAL_VAD_THRESHOLD", 0 < s.local_vad_threshold < 1, "must be between 0 and 1"),
         ("HEARTBEAT_INTERVAL_S", s.heartbeat_interval_s > 0, "must be > 0"),
         ("HEARTBEAT_TIMEOUT_S", s.heartbeat_timeout_s > s.heartbeat_interval_s, "must exceed HEARTBEAT_INTERVAL_S"),
@@ -212,7 +213,13 @@ def _check_ranges(s: Settings) -> None:
         ("RATE_LIMIT_BURST_S", s.rate_limit_burst_s >= 0.5, "must be >= 0.5"),
         ("DRAIN_TIMEOUT_S", 1 <= s.drain_timeout_s <= 300, "must be 1-300"),
         ("SUGGESTER_URL", (s.suggester_url or "http://").startswith(("http://", "https://")), "must be http(s)"),
-        ("SUGGESTER_TIMEOUT_S", 0.05 <= s.suggester_timeout_s <= 30, "must be 0.05-30"),
+        # Under the 30 s a stopping session gives its last finals: a question's answer must fit in it.
+        ("SUGGESTER_TIMEOUT_S", 0.05 <= s.suggester_timeout_s <= 20, "must be 0.05-20"),
+        (
+            "RATE_LIMIT_BURST_S",
+            s.rate_limit_factor * s.rate_limit_burst_s * 16000 >= s.max_frame_bytes,
+            "too small for one MAX_FRAME_BYTES frame of 8 kHz audio: raise it or RATE_LIMIT_FACTOR",
+        ),
         ("SUGGESTION_MIN_CONFIDENCE", 0 <= s.suggestion_min_confidence <= 1, "must be 0-1"),
         (
             "DEEPGRAM_URL",

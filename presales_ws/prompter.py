@@ -26,6 +26,9 @@ from presales_ws.speakers import Role
 from presales_ws.suggesters.base import Answer, ContextLine, Suggester
 
 SPECULATE_MIN_WORDS = 4  # "Does your platform..." is worth a lookup; "Does" is not
+# A speculative lookup asks the suggester only once its wording has held this long (or a final confirms it):
+# interims change every second, and each superseded HTTP call would cost a connection and an LLM's work.
+SPECULATE_SETTLE_S = 0.25
 CONTEXT_LINES = 8  # final utterances before the question that a suggester sees
 
 _WORD = re.compile(r"[\w']+")
@@ -43,6 +46,7 @@ class Lookup:
         self.text = text
         self.words = words_of(text)
         self.scope = anyio.CancelScope()
+        self.confirmed = anyio.Event()
         self.done = anyio.Event()
         self.answer: Answer | None = None
         self.question: Transcript | None = None  # set once a final confirms it: then it is delivered
@@ -105,6 +109,8 @@ class Prompter:
         text = piece.text.strip()
         utterance = self.utterances.get(piece.channel)
         if utterance is not None and text and utterance.speaker_id != piece.speaker_id:
+            if not piece.is_final:
+                return  # interims' speaker labels waver: only a final from someone else ends the utterance
             self._close(piece.channel, utterance)  # another speaker: the last one's utterance is over
             utterance = None
         if utterance is None:
@@ -173,6 +179,7 @@ class Prompter:
             role_confidence=last.role_confidence,
         )
         self.confirmed.add(lookup)
+        lookup.confirmed.set()
         if lookup.done.is_set():
             self._answer(lookup)
 
@@ -183,6 +190,9 @@ class Prompter:
 
     async def _look_up(self, lookup: Lookup, context: list[ContextLine]) -> None:
         with lookup.scope:
+            if lookup.question is None:
+                with anyio.move_on_after(SPECULATE_SETTLE_S):
+                    await lookup.confirmed.wait()
             with anyio.move_on_after(self.settings.suggester_timeout_s) as timeout:
                 try:
                     lookup.answer = await self.suggester.suggest(lookup.text, context, self.session_id)

@@ -43,11 +43,17 @@ def test_dotenv_is_read_and_real_environment_wins(monkeypatch: pytest.MonkeyPatc
         ("DEEPGRAM_URL", "api.deepgram.com"),
         ("DEEPGRAM_KEEPALIVE_S", "12"),
         ("DEEPGRAM_DIARIZE", "maybe"),
+        ("SUGGESTER_TIMEOUT_S", "25"),  # past the 30 s a stopping session waits for its last finals
+        ("SUGGESTER_URL", "ftp://ai.example"),
+        ("SUGGESTION_MIN_CONFIDENCE", "1.5"),
+        ("RATE_LIMIT_BURST_S", "0.5"),  # with MAX_FRAME_BYTES=65536 below: a whole frame would never fit
+        ("LOCAL_MAX_UTTERANCE_S", "28"),
     ],
 )
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MAX_FRAME_BYTES", "65536")
     with pytest.raises(ConfigError, match=name):
         load_settings()
 
@@ -55,9 +61,10 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_deepgram_key_never_shows_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DEEPGRAM_API_KEY", "dg_secret_123")
+    monkeypatch.setenv("SUGGESTER_API_KEY", "ai_secret_456")
     settings = load_settings()
     assert settings.engine == "deepgram"
-    assert "dg_secret_123" not in repr(settings)
+    assert "dg_secret_123" not in repr(settings) and "ai_secret_456" not in repr(settings)
 
 
 def test_bench_echo_engine_is_refused_without_bench_echo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from presales_ws.protocol import Status, Suggestion, Transcript
+from presales_ws.suggesters.http import HttpSuggester
 from tests.conftest import LiveServer, make_settings
 from tests.support import transcribe_file
 from tests.test_suggestions_e2e import SAMPLE_KB
@@ -94,3 +95,17 @@ async def test_a_slow_or_broken_ai_service_costs_the_suggestion_not_the_transcri
     assert not [m for m in messages if isinstance(m, Suggestion)]
     finals = [m for m in messages if isinstance(m, Transcript) and m.is_final and m.text]
     assert len(finals) == 6
+
+
+async def test_a_reply_without_a_confidence_is_no_suggestion() -> None:
+    async def answer(request: Request) -> Response:
+        return JSONResponse({"response": "We have offices everywhere."})  # no confidence: cannot be judged
+
+    stand_in = LiveServer(make_settings(), app=Starlette(routes=[Route("/suggest", answer, methods=["POST"])])).start()
+    suggester = HttpSuggester(f"{stand_in.http_url}/suggest", timeout_s=2.0, min_confidence=0.5)
+    try:
+        await suggester.start()
+        assert await suggester.suggest("Do you have an office in Singapore?", [], "s_test") is None
+    finally:
+        await suggester.aclose()
+        stand_in.stop()

@@ -31,6 +31,8 @@ ASKED: list[tuple[str, str | None]] = [
     ("How do you back up our data?", "How do you handle backups and disaster recovery?"),
     ("Can I see the audit trail?", "Do you keep audit logs?"),
     ("what happens to our data when we leave", "What happens to our data if we cancel?"),
+    ("Is it SOC 2 compliant?", "Are you SOC 2 certified?"),  # not GDPR's "compliant"
+    ("Is there an API?", "Is there a public API?"),  # not the rate limits' "Are there API limits?"
     # not in the knowledge base: no suggestion beats a wrong one
     ("Do you have an office in Singapore?", None),
     ("Do you sponsor any industry conferences this year?", None),
@@ -42,6 +44,7 @@ ASKED: list[tuple[str, str | None]] = [
     ("Do you have any customers in insurance?", None),
     ("When was the company founded?", None),
     ("Is the platform accessible for screen readers?", None),
+    ("What's the price of the API?", None),  # not the seat pricing
 ]
 
 

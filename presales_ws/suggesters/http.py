@@ -26,7 +26,7 @@ class SuggestRequest(msgspec.Struct, frozen=True):
 
 class SuggestReply(msgspec.Struct, frozen=True):
     response: str | None = None
-    confidence: float = 1.0
+    confidence: float | None = None  # required with a response: the threshold must have something to judge
 
 
 _reply_decoder = msgspec.json.Decoder(SuggestReply)
@@ -76,6 +76,11 @@ class HttpSuggester:
         except msgspec.DecodeError as exc:
             log.warning("suggester.http_bad_reply", detail=str(exc)[:200], session_id=session_id)
             return None
-        if not answer.response or answer.confidence < self.min_confidence:
+        if not answer.response:
+            return None
+        if answer.confidence is None:
+            log.warning("suggester.http_bad_reply", detail="a response without a confidence", session_id=session_id)
+            return None
+        if answer.confidence < self.min_confidence:
             return None
         return Answer(answer.response, round(min(1.0, max(0.0, answer.confidence)), 3), "http")

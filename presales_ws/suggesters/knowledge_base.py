@@ -55,6 +55,7 @@ QUESTION_WORDS = sorted(
         "guys",
     }
 )
+TOKEN_PATTERN = r"(?u)\b\w+\b"  # bm25s drops one-character tokens by default: "SOC 2" would equal "SOC 1"
 STOPWORDS = sorted(set(bm25s.stopwords.STOPWORDS_EN) | set(QUESTION_WORDS))
 
 
@@ -153,7 +154,12 @@ class KnowledgeBaseSuggester:
 
     def _tokens(self, texts: list[str]) -> list[list[str]]:
         tokens = bm25s.tokenize(
-            texts, stopwords=STOPWORDS, stemmer=self._stemmer, show_progress=False, return_ids=False
+            texts,
+            stopwords=STOPWORDS,
+            stemmer=self._stemmer,
+            token_pattern=TOKEN_PATTERN,
+            show_progress=False,
+            return_ids=False,
         )
         return [list(t) for t in tokens]
 

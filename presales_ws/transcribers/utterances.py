@@ -56,7 +56,7 @@ class UtteranceSegmenter:
         threshold: float = 0.5,
         endpointing_ms: int = 500,
         interim_interval_ms: int = 1000,
-        max_utterance_s: float = 25.0,
+        max_utterance_s: float = 20.0,
     ) -> None:
         self._vad = vad
         self._threshold = threshold
