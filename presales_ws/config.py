@@ -86,6 +86,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if shown[secret]:
                 shown[secret] = "***"
         shown["api_keys"] = f"<{len(self.api_keys)} keys>"
+        for url in ("deepgram_url", "suggester_url"):  # credentials in a URL (https://user:pass@host/)
+            if shown[url] and "@" in shown[url]:
+                scheme, _, rest = shown[url].partition("://")
+                shown[url] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @property

@@ -62,9 +62,12 @@ def test_deepgram_key_never_shows_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DEEPGRAM_API_KEY", "dg_secret_123")
     monkeypatch.setenv("SUGGESTER_API_KEY", "ai_secret_456")
+    monkeypatch.setenv("SUGGESTER_URL", "https://bot:url_secret_789@ai.example/suggest")
     settings = load_settings()
     assert settings.engine == "deepgram"
-    assert "dg_secret_123" not in repr(settings) and "ai_secret_456" not in repr(settings)
+    for secret in ("dg_secret_123", "ai_secret_456", "url_secret_789"):
+        assert secret not in repr(settings)
+    assert "https://***@ai.example/suggest" in repr(settings)
 
 
 def test_bench_echo_engine_is_refused_without_bench_echo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
