@@ -48,11 +48,14 @@ def key_id(key: str) -> str:
     return "k_" + hashlib.sha256(b"presales-ws key id:" + key.encode()).hexdigest()[:10]
 
 
+def offered_subprotocols(websocket: WebSocket) -> list[str]:
+    return [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+
+
 def offered_subprotocol(websocket: WebSocket) -> str | None:
     """`presales.v1` if the client offered it. Every accept must select it then, refusals included: Chrome
     fails a handshake whose offered subprotocols get no answer (1006), and the page would never see why."""
-    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+    return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(websocket) else None
 
 
 def same_origin(origin: str, host: str) -> bool:
@@ -76,8 +79,8 @@ class AccessGate:
         return not self._digests
 
     def admit(self, websocket: WebSocket) -> Admission:
-        offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-        subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+        offered = offered_subprotocols(websocket)
+        subprotocol = offered_subprotocol(websocket)
         origin = websocket.headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, websocket.headers.get("host")):
             raise Refused("forbidden_origin", "this origin may not open sessions", CloseCode.FORBIDDEN)

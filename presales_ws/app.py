@@ -57,13 +57,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     transcriber = create_transcriber(settings)
     try:
         transcriber.check()
-    except TranscriberUnavailable as exc:
-        print(f"presales-ws: {exc}", file=sys.stderr)  # one plain line, whatever the log format
-        raise SystemExit(2) from None
-    try:
         suggester = create_suggester(settings)
-    except SuggesterUnavailable as exc:
-        print(f"presales-ws: {exc}", file=sys.stderr)
+    except (TranscriberUnavailable, SuggesterUnavailable) as exc:
+        print(f"presales-ws: {exc}", file=sys.stderr)  # one plain line, whatever the log format
         raise SystemExit(2) from None
     service = Service(settings, transcriber, AccessGate(settings), suggester)
     if service.gate.open:
