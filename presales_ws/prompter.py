@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import msgspec
 
 from presales_ws.audio import ArrivalClock
 from presales_ws.config import Settings
@@ -39,6 +40,16 @@ def words_of(text: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(text.lower()))
 
 
+class Question(msgspec.Struct, frozen=True):
+    """A final question: what a suggestion quotes and where it sits in the session's audio."""
+
+    text: str
+    speaker: Role
+    channel: int
+    start: float
+    end: float
+
+
 class Lookup:
     """One suggester call for one reading of a question."""
 
@@ -49,7 +60,7 @@ class Lookup:
         self.confirmed = anyio.Event()
         self.done = anyio.Event()
         self.answer: Answer | None = None
-        self.question: Transcript | None = None  # set once a final confirms it: then it is delivered
+        self.question: Question | None = None  # set once a final confirms it: then it is delivered
 
     def cancel(self) -> None:
         self.scope.cancel()
@@ -91,7 +102,7 @@ class Prompter:
         self.log = log
         self.context: deque[ContextLine] = deque(maxlen=CONTEXT_LINES)
         self.utterances: dict[int, Utterance] = {}
-        self.confirmed: set[Lookup] = set()  # final questions whose answer is not out yet
+        self.pending: set[Lookup] = set()  # final questions whose answer is not out yet
         self.sent = 0
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -141,7 +152,7 @@ class Prompter:
         for channel, utterance in list(self.utterances.items()):
             self._close(channel, utterance)
         with anyio.move_on_after(self.settings.suggester_timeout_s + 1.0):
-            for lookup in list(self.confirmed):
+            for lookup in list(self.pending):
                 await lookup.done.wait()
 
     # --- lookups -------------------------------------------------------------------------------------------
@@ -166,19 +177,9 @@ class Prompter:
             if lookup is not None:
                 lookup.cancel()
             lookup = self._start(text)
-        lookup.question = Transcript(
-            text=text,
-            speaker=last.speaker,
-            is_final=True,
-            speaker_id=last.speaker_id,
-            channel=last.channel,
-            start=utterance.start if utterance.start is not None else last.start,
-            end=last.end,
-            confidence=last.confidence,
-            utterance_end=True,
-            role_confidence=last.role_confidence,
-        )
-        self.confirmed.add(lookup)
+        start = utterance.start if utterance.start is not None else last.start
+        lookup.question = Question(text, last.speaker, last.channel, start, last.end)
+        self.pending.add(lookup)
         lookup.confirmed.set()
         if lookup.done.is_set():
             self._answer(lookup)
@@ -205,7 +206,7 @@ class Prompter:
             self._answer(lookup)
 
     def _answer(self, lookup: Lookup) -> None:
-        self.confirmed.discard(lookup)
+        self.pending.discard(lookup)
         question, answer = lookup.question, lookup.answer
         if question is None or answer is None:
             if question is not None:
