@@ -53,10 +53,11 @@ def decode_base64_pcm(data: str, fmt: AudioFormat) -> bytes:
 
 
 class ArrivalClock:
-    """When session audio arrived: a latency can then start where the speaker stopped, not where a final did.
+    """When session audio went through (arrived at the server, or left a client): a latency can then start
+    where the speaker stopped, not where a final did.
 
-    A checkpoint every CHECKPOINT_S of audio over the last HORIZON_S, interpolated between: a few KiB a session,
-    nothing per frame beyond one comparison.
+    A checkpoint every CHECKPOINT_S of audio over the last HORIZON_S, plus the latest frame, interpolated
+    between: a few KiB a session, nothing per frame beyond a comparison and two stores.
     """
 
     CHECKPOINT_S = 0.1
@@ -65,20 +66,27 @@ class ArrivalClock:
     def __init__(self) -> None:
         self._points: deque[tuple[float, float]] = deque(maxlen=int(self.HORIZON_S / self.CHECKPOINT_S))
         self._next_s = 0.0
+        self._latest: tuple[float, float] | None = None
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio through so far."""
+        return self._latest[0] if self._latest else 0.0
 
     def received(self, audio_s: float, now: float) -> None:
         """Audio up to `audio_s` (seconds of session audio) had arrived at `now`."""
+        self._latest = (audio_s, now)
         if audio_s >= self._next_s:
-            self._points.append((audio_s, now))
+            self._points.append(self._latest)
             self._next_s = audio_s + self.CHECKPOINT_S
 
     def arrival(self, audio_s: float) -> float | None:
         """When the audio at `audio_s` arrived; None if it is older than the horizon or not here yet."""
-        later: tuple[float, float] | None = None
+        if self._latest is None or audio_s > self._latest[0]:
+            return None
+        later = self._latest  # audio past the last checkpoint: between it and the latest frame
         for point in reversed(self._points):
             if point[0] < audio_s:
-                if later is None:
-                    return None
                 (a0, w0), (a1, w1) = point, later
                 return w0 + (audio_s - a0) / (a1 - a0) * (w1 - w0)
             later = point

@@ -10,8 +10,9 @@ from typing import TextIO
 
 import anyio
 
+from presales_ws.audio import ArrivalClock
 from presales_ws.client import SessionRefused, connect
-from presales_ws.terminal import SendClock, TerminalView
+from presales_ws.terminal import TerminalView
 from presales_ws.wavfile import read_wav
 
 FRAME_MS = 20  # what the extension sends: 50 frames a second
@@ -59,7 +60,7 @@ async def stream_file(path: str, url: str, realtime: bool, out: TextIO, key: str
     speed = 1.0 if realtime else FAST_SPEED
     try:
         async with connect(url, sample_rate=audio.sample_rate, channels=audio.channels, key=key) as session:
-            clock = SendClock()
+            clock = ArrivalClock()
             view = TerminalView(out, clock, total_audio_s=audio.duration_s)
             view.show(session.ready)
 
@@ -68,7 +69,7 @@ async def stream_file(path: str, url: str, realtime: bool, out: TextIO, key: str
                     await anyio.sleep(max(0.0, view.started + index * FRAME_MS / 1000 / speed - time.monotonic()))
                     frame = audio.pcm[offset : offset + frame_bytes]
                     await session.send_pcm(frame)
-                    clock.sent((offset + len(frame)) / bytes_per_s)
+                    clock.received((offset + len(frame)) / bytes_per_s, time.monotonic())
                     view.progress()
                 await session.stop()
 

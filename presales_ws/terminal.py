@@ -7,12 +7,12 @@ one plain line and nothing is rewritten, so the output can be read and grepped.
 
 from __future__ import annotations
 
-import bisect
 import shutil
 import statistics
 import time
 from typing import TextIO
 
+from presales_ws.audio import ArrivalClock
 from presales_ws.protocol import Error, ServerMessage, Status, Suggestion, Transcript
 
 PROGRESS_BAR_CHARS = 24
@@ -20,35 +20,11 @@ REDRAW_INTERVAL_S = 0.1  # progress redraws at most this often: 50 frames a seco
 CLEAR_LINE = "\r\x1b[K"
 
 
-class SendClock:
-    """When each stretch of audio left the client, to time a final from the end of its speech.
-
-    A final's `end` is an offset into the session's audio; the moment the frame holding that offset was
-    sent is when the words were spoken, as far as a live caller is concerned.
-    """
-
-    def __init__(self) -> None:
-        self._ends_s: list[float] = []
-        self._sent_at: list[float] = []
-
-    def sent(self, audio_end_s: float, at: float | None = None) -> None:
-        self._ends_s.append(audio_end_s)
-        self._sent_at.append(time.monotonic() if at is None else at)
-
-    @property
-    def audio_s(self) -> float:
-        return self._ends_s[-1] if self._ends_s else 0.0
-
-    def when_sent(self, offset_s: float) -> float | None:
-        """The wall time (monotonic) the audio at `offset_s` was sent; None if it has not been."""
-        index = bisect.bisect_left(self._ends_s, offset_s - 1e-6)
-        return self._sent_at[index] if index < len(self._sent_at) else None
-
-
 class TerminalView:
     """Interims rewritten in place on a terminal (one line each elsewhere); finals printed with role and time."""
 
-    def __init__(self, out: TextIO, clock: SendClock, *, total_audio_s: float | None = None) -> None:
+    def __init__(self, out: TextIO, clock: ArrivalClock, *, total_audio_s: float | None = None) -> None:
+        """`clock` says when each stretch of audio was sent: the moment a live caller spoke those words."""
         self.out = out
         self.clock = clock
         self.total_audio_s = total_audio_s
@@ -78,7 +54,7 @@ class TerminalView:
                 return
             self.finals += 1
             self.words += len(message.text.split())
-            sent = self.clock.when_sent(message.end)
+            sent = self.clock.arrival(message.end)
             lag = ""
             if sent is not None:
                 self.latencies_s.append(arrived - sent)

@@ -188,3 +188,13 @@ async def test_finish_answers_a_question_still_open_when_the_session_ends() -> N
         prompter.on_transcript(piece("Does your platform support SSO", final=True, utterance_end=False))
         await prompter.finish()
         assert [s.question for s in sent] == ["Does your platform support SSO"]
+
+
+def test_the_arrival_clock_interpolates_and_covers_audio_after_its_last_checkpoint() -> None:
+    arrivals = ArrivalClock()
+    for frame in range(1, 13):  # 12 frames of 20 ms, each arriving 20 ms after the last
+        arrivals.received(frame * 0.02, 100.0 + frame * 0.02)
+    assert arrivals.audio_s == pytest.approx(0.24)
+    assert arrivals.arrival(0.15) == pytest.approx(100.15)  # between checkpoints
+    assert arrivals.arrival(0.23) == pytest.approx(100.23)  # past the last checkpoint, before the latest frame
+    assert arrivals.arrival(0.25) is None  # not here yet
