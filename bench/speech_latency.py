@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import httpx
 
+from bench.load import percentile
+from bench.perf import Target, running
 from bench.report import write_section
 from presales_ws.client import connect
 from presales_ws.protocol import Error, Suggestion, Transcript
@@ -70,44 +68,17 @@ class Run:
     busy: int = 0  # sessions refused or told transcriber_busy
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(**env_overrides: str) -> Iterator[str]:
-    """`presales-ws serve` in its own process on a free port; stopped (SIGTERM, then kill) on the way out."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPGRAM", "API_KEYS", "SUGGESTER"))}
-    env.update(LOG_FORMAT="json", LOG_LEVEL="warning", KNOWLEDGE_BASE=str(SAMPLE_KB), **env_overrides)
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "presales_ws", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"server did not start:\n{log.read()[-2000:]}")
-                time.sleep(0.1)
-            yield f"ws://127.0.0.1:{port}/ws/session"
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """`presales-ws serve` on the embedded engine and the sample knowledge base, as bench/perf.py runs servers
+    (its own process, a free port, no .env, stopped on the way out); not pinned: decodes use both cores."""
+    env = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", "KNOWLEDGE_BASE": str(SAMPLE_KB), "SUGGESTER_URL": ""}
+    target = Target("presales-ws", ["presales_ws", "serve"], "binary", {**env, **env_overrides})
+    with (
+        tempfile.TemporaryDirectory(prefix="presales-speech-") as log_dir,
+        running(target, None, Path(log_dir)) as live,
+    ):
+        yield live.url
 
 
 def closest(utterances: list[Utterance], channel: int, end_s: float) -> Utterance | None:
@@ -160,8 +131,7 @@ async def stream(url: str, file: str, run: Run) -> None:
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return percentile(sorted(values), q * 100)
 
 
 def ms(seconds: float) -> str:
