@@ -63,4 +63,9 @@ def mutate(rng: random.Random) -> str | bytes:
                 "sequence": rng.randrange(-5, 2**40),
             }
         )
-    return "[" * rng.randrange(1, 5000)  # deep nesting
+    depth = rng.randrange(1, 5000)
+    if rng.random() < 0.5:
+        return "[" * depth  # deep nesting, unbalanced
+    # Balanced deep nesting inside a message: msgspec raised RecursionError on these (issue 17).
+    field = rng.choice(["data", "extra", "type", "sequence"])
+    return f'{{"type":"audio_chunk","{field}":' + "[" * depth + "]" * depth + "}"

@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 import structlog
 
@@ -15,17 +16,41 @@ from presales_ws.config import Settings
 _SECRET_KEYS = frozenset({"api_key", "deepgram_api_key", "suggester_api_key", "authorization", "key", "token"})
 
 
-# Keys in text: handshake headers logged by uvicorn/websockets at debug, query strings in access lines.
+# Keys in text: handshake headers logged by uvicorn/websockets at debug.
 _SECRET_PATTERNS = (
     (re.compile(r"(?i)(authorization:?\s*(?:bearer|token|basic)?\s*)[^\s'\",]+"), r"\1***"),
     (re.compile(r"(?i)(\bkey\.)[^\s'\",]+"), r"\1***"),
-    (re.compile(r"(?i)([?&](?:key|token|api_key)=)[^&\s'\"]+"), r"\1***"),
 )
+
+# A query string in a log line (uvicorn logs every path with its raw query). Matching secret names misses
+# encodings (`?k%65y=` is `key` to the server), so only the session parameters keep their values and every
+# other parameter, name included, is hidden.
+_QUERY = re.compile(r"\?([^\s'\"#]+)")
+_LOGGABLE_QUERY_PARAMS = frozenset({"sample_rate", "channels", "encoding", "language", "channel_roles"})
+
+
+def _decoded_name(name: str) -> str:
+    for _ in range(3):  # double encoding (%256B) decodes again somewhere down the line: undo it here too
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower()
+
+
+def _scrub_query(match: re.Match[str]) -> str:
+    kept = []
+    for part in re.split(r"[&;]", match.group(1)):
+        name, _, _ = part.partition("=")
+        kept.append(part if _decoded_name(name) in _LOGGABLE_QUERY_PARAMS else "***")
+    return "?" + "&".join(kept)
 
 
 def scrub(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
+    if "?" in text:
+        text = _QUERY.sub(_scrub_query, text)
     return text
 
 

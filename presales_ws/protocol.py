@@ -186,14 +186,22 @@ class ProtocolError(Exception):
 
 
 def decode_client_message(data: str | bytes) -> ClientMessage:
-    """Decode one text frame, classifying failures by the stable error codes."""
+    """Decode one text frame, classifying failures by the stable error codes.
+
+    msgspec guards its recursion with Python's limit: JSON nested ~1,000 deep (a 2 KB frame) raises
+    RecursionError from either decoder, even inside a field it would skip. That is a bad frame, not a bug.
+    """
     try:
         message: ClientMessage = client_decoder.decode(data)
         return message
+    except RecursionError:
+        raise ProtocolError("invalid_json", "JSON nested too deeply") from None
     except msgspec.DecodeError as exc:
         # Distinguish "not JSON" / "not an object" from "a message we do not know" / "bad fields".
         try:
             envelope = _envelope_decoder.decode(data)
+        except RecursionError:
+            raise ProtocolError("invalid_json", "JSON nested too deeply") from None
         except msgspec.ValidationError:
             raise ProtocolError("invalid_json", "frame is not a JSON object") from None
         except msgspec.DecodeError:

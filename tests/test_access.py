@@ -186,3 +186,42 @@ async def test_open_server_warns_at_start(capsys: pytest.CaptureFixture[str]) ->
     server = LiveServer(make_settings(log_level="info")).start()
     server.stop()
     assert "access.open" in capsys.readouterr().err
+
+
+def _percent_encode_all(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" for c in text)
+
+
+QUERY_KEY_SPELLINGS = [
+    ("plain", f"key={KEY}"),
+    ("encoded name", f"k%65y={KEY}"),
+    ("name all encoded", f"{_percent_encode_all('key')}={KEY}"),
+    ("upper-case hex", f"%4B%45%59={KEY}"),
+    ("value all encoded", f"key={_percent_encode_all(KEY)}"),
+    ("plus in name", f"ke+y={KEY}"),
+    ("double encoded name", f"%256B%2565%2579={KEY}"),
+    ("after session params", f"sample_rate=16000&channels=1&k%65y={KEY}"),
+]
+
+
+@pytest.fixture(scope="module")
+def query_key_server() -> Iterator[LiveServer]:
+    server = LiveServer(make_settings(api_keys=(KEY,), allow_query_key=True)).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("how", "query"), QUERY_KEY_SPELLINGS, ids=[h for h, _ in QUERY_KEY_SPELLINGS])
+async def test_no_spelling_of_a_query_key_reaches_the_log(
+    query_key_server: LiveServer, how: str, query: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an attacker: `?k%65y=KEY` is `key` to the server but slipped past a literal `key=` scrubber."""
+    caplog.set_level(logging.DEBUG)
+    await first_message_and_close(f"{query_key_server.ws_url}?{query}")
+    server_lines = [
+        keyed_server_formatter().format(r) for r in caplog.records if not r.name.startswith("websockets.client")
+    ]
+    assert any("WebSocket /ws/session" in line for line in server_lines), how  # the access line is there
+    value = query.rsplit("=", 1)[1]
+    for line in server_lines:
+        assert KEY not in line and value not in line and KEY[-10:] not in line, (how, line)

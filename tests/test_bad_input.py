@@ -39,6 +39,11 @@ BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ('{"type": "audio_chunk", "data": "' + base64.b64encode(b"\x01\x02\x03").decode() + '"}', "invalid_audio"),
     (b"\x01\x02\x03", "invalid_audio"),
     ("\udcff".encode("utf-8", "surrogatepass").decode("latin-1"), "invalid_json"),
+    # Deep nesting raised RecursionError inside msgspec: `internal`, close 1011, words in flight lost.
+    ('{"type":"audio_chunk","data":{"x":' + "[" * 1500 + "]" * 1500 + "}}", "invalid_json"),
+    ('{"type":"audio_chunk","data":"","x":' + "[" * 1500 + "]" * 1500 + "}", "invalid_json"),
+    ('{"type":' + "[" * 1500 + "]" * 1500 + "}", "invalid_json"),
+    ('{"type":"stop","x":' + '{"a":' * 1200 + "1" + "}" * 1201, "invalid_json"),
 ]
 
 
@@ -137,3 +142,21 @@ async def test_bad_query_parameters_are_refused_with_4400(live_server: LiveServe
 async def test_server_decoder_is_strict_about_server_messages() -> None:
     with pytest.raises(msgspec.ValidationError):
         server_decoder.decode(b'{"type":"transcript","text":1}')
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_nesting_of_any_depth_up_to_the_text_frame_limit_is_invalid_json_or_decodes(opener: str) -> None:
+    """Every depth a 256 KiB text frame can hold: a clean decode or a ProtocolError, never RecursionError."""
+    from presales_ws.protocol import ProtocolError, decode_client_message
+
+    closer = "]" if opener == "[" else "}"
+    inner = "1" if opener != "[" else ""
+    for depth in (1, 100, 500, 1000, 5000, 50_000):
+        for frame in (
+            '{"type":"audio_chunk","data":' + opener * depth + inner + closer * depth + "}",
+            '{"type":"ping","extra":' + opener * depth + inner + closer * depth + "}",
+        ):
+            try:
+                decode_client_message(frame)  # a ping's unknown field is skipped, however deep
+            except ProtocolError as exc:
+                assert exc.code in ("invalid_json", "invalid_message")

@@ -24,6 +24,9 @@ class TranscriptEvent(msgspec.Struct, frozen=True):
     confidence: float | None = None
     speaker_id: int | None = None
     utterance_end: bool = False
+    # An interim that holds the words the final will have if the silence after them lasts (the embedded
+    # engine's decode-ahead; end of turn seen by our VAD on Deepgram): the moment to start a speculative lookup.
+    eager: bool = False
 
 
 class TranscriberStatus(msgspec.Struct, frozen=True):

@@ -305,5 +305,6 @@ class LocalStream:
                     end=job.end,
                     confidence=confidence,
                     utterance_end=job.utterance_end,
+                    eager=job.speculative,
                 )
             )
