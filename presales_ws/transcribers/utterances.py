@@ -1,6 +1,8 @@
 """Cutting one channel's audio into utterances with a VAD, and deciding when to decode them.
 
 Pure, synchronous logic: it says *what* to decode and when; the engine decides *where* (worker threads).
+When an utterance ends is the turn policy's call (turns.py): at the decode-ahead point the engine reads the
+words and gives the segmenter a `TurnCue`, which ends the utterance at once or sets how long its pause may last.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from presales_ws.transcribers.turns import TurnCue, TurnPolicy
+
 SAMPLE_RATE_HZ = 16000
 WINDOW_SAMPLES = 512  # Silero VAD's 32 ms window at 16 kHz
 PRE_ROLL_MS = 224  # kept before speech starts so first words are not clipped (7 windows)
-TRAIL_MS = 192  # silence kept after the last speech window of a final
 MIN_SPEECH_MS = 96  # shorter bursts (clicks, breaths) are not utterances: Whisper would invent words
 NEGATIVE_MARGIN = 0.15  # hysteresis: speech continues until the probability drops this far below the threshold
 
@@ -32,8 +35,8 @@ class Decode:
     start: float
     end: float
     utterance_end: bool
-    # An interim of exactly the audio the final will hold if the silence lasts: decoded ahead, so the final
-    # needs no decode of its own when endpointing confirms it.
+    # An interim of exactly the audio the final will hold if the silence lasts (speech + the policy's short
+    # silence): decoded ahead, so the final needs no decode of its own, and its words decide the turn.
     speculative: bool = False
 
     @property
@@ -54,16 +57,20 @@ class UtteranceSegmenter:
         vad: VoiceProbability,
         *,
         threshold: float = 0.5,
-        endpointing_ms: int = 500,
+        policy: TurnPolicy | None = None,
         interim_interval_ms: int = 1000,
         max_utterance_s: float = 20.0,
     ) -> None:
         self._vad = vad
         self._threshold = threshold
-        self._endpoint_windows = _ms_to_windows(endpointing_ms)
+        self._policy = policy or TurnPolicy()
+        # The pause that ends an utterance until its words are read (a cue arrives a decode after the pause).
+        self._default_endpoint_windows = _ms_to_windows(self._policy.silence_ms(TurnCue.UNSURE))
+        self._endpoint_windows = self._default_endpoint_windows
         self._interim_windows = _ms_to_windows(interim_interval_ms)
         self._max_windows = _ms_to_windows(max_utterance_s * 1000)
-        self._trail_windows = _ms_to_windows(TRAIL_MS)
+        self._trail_windows = _ms_to_windows(self._policy.decode_ahead_ms)  # silence kept after speech in a final
+        self._ahead_key: tuple[float, int] | None = None  # the decode-ahead of the current pause, awaiting its cue
         self._min_speech_windows = _ms_to_windows(MIN_SPEECH_MS)
         self._pre_roll: deque[Samples] = deque(maxlen=_ms_to_windows(PRE_ROLL_MS))
         self._pending = np.zeros(0, dtype=np.float32)
@@ -126,6 +133,9 @@ class UtteranceSegmenter:
 
         self._utterance.append(window)
         if probability >= self._threshold - NEGATIVE_MARGIN:
+            if self._silent_run:  # the speaker went on: the last pause's cue no longer applies
+                self._ahead_key = None
+                self._endpoint_windows = self._default_endpoint_windows
             self._silent_run = 0
             self._last_speech = index
             self._speech_windows += 1
@@ -141,13 +151,28 @@ class UtteranceSegmenter:
         if self._silent_run == self._trail_windows < self._endpoint_windows and (
             self._speech_windows >= self._min_speech_windows
         ):
-            # The final's audio is all here now (speech + TRAIL_MS); only the wait for endpointing is left.
-            return self._decode(
+            # The final's audio is all here now (speech + the short silence): decode it, and let its words
+            # say how long this pause may last (`cue`).
+            decode = self._decode(
                 is_final=False, keep_windows=len(self._utterance), utterance_end=False, speculative=True
             )
+            self._ahead_key = decode.key
+            return decode
         if self._since_interim >= self._interim_windows and self._silent_run == 0:
             self._since_interim = 0
             return self._decode(is_final=False, keep_windows=len(self._utterance), utterance_end=False)
+        return None
+
+    def cue(self, key: tuple[float, int], cue: TurnCue) -> Decode | None:
+        """The words of the decode-ahead `key` read `cue`: the final now, if the pause is still on and they end
+        the turn; otherwise the pause this utterance may take. A cue for audio the speaker has since
+        continued, or for an utterance already closed, changes nothing."""
+        if self._ahead_key != key or not self._in_speech:
+            return None
+        self._endpoint_windows = max(self._trail_windows + 1, _ms_to_windows(self._policy.silence_ms(cue)))
+        if self._silent_run >= self._endpoint_windows or (cue is TurnCue.COMPLETE and not self._policy.fixed):
+            keep = len(self._utterance) - self._silent_run + self._trail_windows
+            return self._close_utterance(utterance_end=True, keep_windows=keep)
         return None
 
     def _close_utterance(self, *, utterance_end: bool, keep_windows: int) -> Decode | None:
@@ -161,6 +186,8 @@ class UtteranceSegmenter:
         self._speech_windows = 0
         self._silent_run = 0
         self._since_interim = 0
+        self._ahead_key = None
+        self._endpoint_windows = self._default_endpoint_windows
         if utterance_end:
             self._in_speech = False
             self._pre_roll.extend(leftover)
