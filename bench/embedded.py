@@ -42,8 +42,8 @@ CAPACITY_STEPS = (1, 2, 4, 6, 8, 10, 12, 16)
 
 # name -> server environment. "today" is the engine before end-of-turn detection and the accurate model.
 CONFIGS: dict[str, dict[str, str]] = {
-    "today (tiny.en, fixed 500 ms)": {"LOCAL_TURN": "fixed", "LOCAL_FINAL_MODEL": "whisper"},
-    "tiny.en + turn": {"LOCAL_TURN": "text", "LOCAL_FINAL_MODEL": "whisper"},
+    "today (tiny.en, fixed 500 ms)": {"TURN_DETECTION": "off", "LOCAL_FINAL_MODEL": "whisper"},
+    "tiny.en + turn": {"TURN_DETECTION": "text", "LOCAL_FINAL_MODEL": "whisper"},
     "new (default)": {},
 }
 

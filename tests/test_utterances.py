@@ -46,7 +46,7 @@ def test_speech_then_endpointing_silence_gives_one_final_with_pre_roll() -> None
 
 
 def test_interims_come_about_every_interval_of_speech() -> None:
-    _, decodes, _ = scripted("s" * 100 + "." * 20, interim_interval_ms=1000)
+    _, decodes, _ = scripted("s" * 100 + "." * 20, policy=FIXED_500, interim_interval_ms=1000)
     interims = [d for d in decodes if not d.is_final and not d.speculative]
     assert len(interims) == 3  # 100 windows = 3.2 s of speech
     assert all(len(a.audio) < len(b.audio) for a, b in itertools.pairwise(interims))
@@ -73,7 +73,7 @@ def test_the_final_is_decoded_ahead_once_its_audio_is_all_in() -> None:
 
 def test_continuous_speech_is_cut_at_the_maximum_length_without_losing_audio() -> None:
     pattern = "s" * 200 + "." * 20
-    _, decodes, _ = scripted(pattern, max_utterance_s=2.0, interim_interval_ms=10_000)
+    _, decodes, _ = scripted(pattern, policy=FIXED_500, max_utterance_s=2.0, interim_interval_ms=10_000)
     finals = [d for d in decodes if d.is_final]
     assert len(finals) >= 3
     assert [d.utterance_end for d in finals][-1] is True and not any(d.utterance_end for d in finals[:-1])
@@ -153,3 +153,17 @@ def test_a_cue_for_words_the_speaker_has_since_continued_changes_nothing() -> No
     decodes = cued(pattern, TurnCue.COMPLETE, lag_windows=8, policy=TEXT_POLICY, interim_interval_ms=10_000)
     finals = [d for d in decodes if d.is_final]
     assert len(finals) == 1 and {10, 45, 75} <= set(windows_of(finals[0]))
+
+
+def test_a_late_cue_is_waited_for_rather_than_splitting_on_the_default_wait() -> None:
+    # A loaded decoder: the words arrive 20 windows (640 ms) after the decode-ahead, past the 500 ms default.
+    pattern = "." * 10 + "s" * 30 + "." * 28 + "s" * 30 + "." * 80
+    decodes = cued(pattern, TurnCue.INCOMPLETE, lag_windows=20, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    assert len([d for d in decodes if d.is_final]) == 1
+
+
+def test_with_no_cue_at_all_the_longest_wait_still_ends_the_utterance() -> None:
+    probabilities = iter([0.0] * 10 + [1.0] * 30 + [0.0] * 60)
+    segmenter = UtteranceSegmenter(lambda _: next(probabilities), policy=TEXT_POLICY, interim_interval_ms=10_000)
+    decodes = [d for i in range(100) for d in segmenter.feed(np.full(WINDOW_SAMPLES, i, dtype=np.float32))]
+    assert [d.is_final for d in decodes] == [False, True]  # a decoder that never answers cannot hold the turn

@@ -45,7 +45,7 @@ MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is fallin
 ENCODER_PAD_S = 8.0  # silence encoded after an utterance; see WhisperDecoder
 MIN_TOKENS, TOKENS_PER_S, MAX_TOKENS = 16, 8, 224  # speech is ~4 tokens a second; 224 is Whisper's limit
 NO_SPEECH_PROBABILITY = 0.6
-FIXED_DECODE_AHEAD_MS = 192  # LOCAL_TURN=fixed: the final's audio (speech + this) is decoded this far into a pause
+FIXED_DECODE_AHEAD_MS = 192  # TURN_DETECTION=off: the final's audio (speech + this) is decoded this far into a pause
 MIN_AVG_LOGPROB = -1.0
 
 MISSING_EXTRA = (
@@ -398,10 +398,6 @@ class LocalStream:
 
 
 def turn_policy(settings: Settings) -> TurnPolicy:
-    if settings.local_turn == "fixed":
+    if settings.turn_detection == "off":
         return TurnPolicy.fixed_endpointing(settings.local_endpointing_ms, FIXED_DECODE_AHEAD_MS)
-    return TurnPolicy(
-        complete_ms=settings.local_turn_complete_ms,
-        unsure_ms=settings.local_endpointing_ms,
-        incomplete_ms=settings.local_turn_incomplete_ms,
-    )
+    return TurnPolicy.from_settings(settings)

@@ -15,6 +15,8 @@ import re
 
 import msgspec
 
+from presales_ws.config import Settings
+
 
 class TurnCue(enum.Enum):
     """What the words at a pause say about the turn."""
@@ -73,6 +75,14 @@ class TurnPolicy(msgspec.Struct, frozen=True):
     unsure_ms: int = 500
     incomplete_ms: int = 1500
     fixed: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TurnPolicy:
+        return cls(
+            complete_ms=settings.turn_complete_ms,
+            unsure_ms=settings.turn_unsure_ms,
+            incomplete_ms=settings.turn_incomplete_ms,
+        )
 
     @classmethod
     def fixed_endpointing(cls, endpointing_ms: int, decode_ahead_ms: int) -> TurnPolicy:

@@ -70,7 +70,11 @@ class UtteranceSegmenter:
         self._interim_windows = _ms_to_windows(interim_interval_ms)
         self._max_windows = _ms_to_windows(max_utterance_s * 1000)
         self._trail_windows = _ms_to_windows(self._policy.decode_ahead_ms)  # silence kept after speech in a final
-        self._ahead_key: tuple[float, int] | None = None  # the decode-ahead of the current pause, awaiting its cue
+        self._ahead_key: tuple[float, int] | None = None  # the decode-ahead of the current pause
+        # Until its cue arrives, a pause may not end the utterance on the default wait alone: the words may say
+        # "wait longer", and a loaded decoder must not turn into split sentences. The longest wait still holds.
+        self._awaiting_cue = False
+        self._longest_windows = _ms_to_windows(max(self._policy.silence_ms(c) for c in TurnCue))
         self._min_speech_windows = _ms_to_windows(MIN_SPEECH_MS)
         self._pre_roll: deque[Samples] = deque(maxlen=_ms_to_windows(PRE_ROLL_MS))
         self._pending = np.zeros(0, dtype=np.float32)
@@ -135,6 +139,7 @@ class UtteranceSegmenter:
         if probability >= self._threshold - NEGATIVE_MARGIN:
             if self._silent_run:  # the speaker went on: the last pause's cue no longer applies
                 self._ahead_key = None
+                self._awaiting_cue = False
                 self._endpoint_windows = self._default_endpoint_windows
             self._silent_run = 0
             self._last_speech = index
@@ -143,7 +148,9 @@ class UtteranceSegmenter:
         else:
             self._silent_run += 1
 
-        if self._silent_run >= self._endpoint_windows:
+        if (self._silent_run >= self._endpoint_windows and not self._awaiting_cue) or (
+            self._silent_run >= self._longest_windows
+        ):
             keep = len(self._utterance) - self._silent_run + self._trail_windows
             return self._close_utterance(utterance_end=True, keep_windows=keep)
         if len(self._utterance) >= self._max_windows:
@@ -157,6 +164,7 @@ class UtteranceSegmenter:
                 is_final=False, keep_windows=len(self._utterance), utterance_end=False, speculative=True
             )
             self._ahead_key = decode.key
+            self._awaiting_cue = not self._policy.fixed
             return decode
         if self._since_interim >= self._interim_windows and self._silent_run == 0:
             self._since_interim = 0
@@ -169,6 +177,7 @@ class UtteranceSegmenter:
         continued, or for an utterance already closed, changes nothing."""
         if self._ahead_key != key or not self._in_speech:
             return None
+        self._awaiting_cue = False
         self._endpoint_windows = max(self._trail_windows + 1, _ms_to_windows(self._policy.silence_ms(cue)))
         if self._silent_run >= self._endpoint_windows or (cue is TurnCue.COMPLETE and not self._policy.fixed):
             keep = len(self._utterance) - self._silent_run + self._trail_windows
@@ -187,6 +196,7 @@ class UtteranceSegmenter:
         self._silent_run = 0
         self._since_interim = 0
         self._ahead_key = None
+        self._awaiting_cue = False
         self._endpoint_windows = self._default_endpoint_windows
         if utterance_end:
             self._in_speech = False
