@@ -31,7 +31,7 @@ from bench.load import percentile
 from bench.perf import Server, Target, running
 from bench.report import write_section
 from presales_ws.client import connect
-from presales_ws.protocol import Error, Transcript
+from presales_ws.protocol import Error, Suggestion, Transcript
 from presales_ws.wavfile import read_wav
 from tests.support import word_error_rate
 
@@ -94,6 +94,7 @@ class Result:
     hypothesis: str = ""
     finals: int = 0
     latency_s: float | None = None  # end of speech -> the final covering it
+    suggestion_s: float | None = None  # end of speech -> the first suggestion
     busy: bool = False
 
 
@@ -132,6 +133,8 @@ async def stream(url: str, fixture: Fixture) -> Result:
                     texts.append(message.text)
                     if ended_at and message.end >= fixture.speech_end_s - 0.6 and result.latency_s is None:
                         result.latency_s = time.monotonic() - ended_at
+                elif isinstance(message, Suggestion) and ended_at and result.suggestion_s is None:
+                    result.suggestion_s = time.monotonic() - ended_at
                 elif isinstance(message, Error) and message.code == "transcriber_busy":
                     result.busy = True
     result.hypothesis = " ".join(texts)

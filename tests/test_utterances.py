@@ -105,9 +105,7 @@ def cued(pattern: str, cue: TurnCue, *, lag_windows: int = 3, **kwargs: object) 
         decodes += segmenter.feed(np.full(WINDOW_SAMPLES, index, dtype=np.float32))
         pending += [(index + lag_windows, d) for d in decodes if d.speculative and all(d is not p for _, p in pending)]
         for _, ahead in [p for p in pending if p[0] == index]:
-            final = segmenter.cue(ahead.key, cue)
-            if final is not None:
-                decodes.append(final)
+            decodes += segmenter.cue(ahead.key, cue)
     return decodes
 
 
@@ -147,12 +145,32 @@ def test_words_with_no_sign_either_way_wait_the_classic_endpointing() -> None:
     assert len([d for d in unsure if d.is_final]) == 1  # a 384 ms pause is under 500 ms
 
 
-def test_a_cue_for_words_the_speaker_has_since_continued_changes_nothing() -> None:
-    # The cue arrives 8 windows after the decode-ahead, by which time speech has resumed: no final then.
+def test_a_late_cue_still_ends_a_complete_sentence_at_its_pause() -> None:
+    # The words arrive 8 windows after the decode-ahead, when the speaker has already gone on: the sentence
+    # still ends at that pause (as it would have at real time), and what followed is the next utterance.
     pattern = "." * 10 + "s" * 30 + "." * 6 + "s" * 30 + "." * 40
     decodes = cued(pattern, TurnCue.COMPLETE, lag_windows=8, policy=TEXT_POLICY, interim_interval_ms=10_000)
     finals = [d for d in decodes if d.is_final]
+    assert len(finals) == 2
+    assert {10, 39} <= set(windows_of(finals[0])) and max(windows_of(finals[0])) == 44
+    assert {46, 75} <= set(windows_of(finals[1])) and min(windows_of(finals[1])) >= 45  # no word twice
+    assert finals[0].end <= finals[1].start + 1e-9
+
+
+def test_a_late_cue_for_words_that_go_on_changes_nothing_once_the_speaker_continued() -> None:
+    pattern = "." * 10 + "s" * 30 + "." * 6 + "s" * 30 + "." * 60  # 1.5 s ends even words that go on
+    decodes = cued(pattern, TurnCue.INCOMPLETE, lag_windows=8, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    finals = [d for d in decodes if d.is_final]
     assert len(finals) == 1 and {10, 45, 75} <= set(windows_of(finals[0]))
+
+
+def test_audio_sent_faster_than_the_decoder_gives_the_same_utterances_as_real_time() -> None:
+    # Two complete sentences 12 windows (384 ms) apart; cues 30 windows late, as when a client streams a file.
+    pattern = "." * 10 + "s" * 40 + "." * 12 + "s" * 40 + "." * 80
+    late = cued(pattern, TurnCue.COMPLETE, lag_windows=30, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    prompt = cued(pattern, TurnCue.COMPLETE, lag_windows=1, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    assert [windows_of(d) for d in late if d.is_final] == [windows_of(d) for d in prompt if d.is_final]
+    assert len([d for d in late if d.is_final]) == 2
 
 
 def test_a_late_cue_is_waited_for_rather_than_splitting_on_the_default_wait() -> None:
@@ -167,3 +185,22 @@ def test_with_no_cue_at_all_the_longest_wait_still_ends_the_utterance() -> None:
     segmenter = UtteranceSegmenter(lambda _: next(probabilities), policy=TEXT_POLICY, interim_interval_ms=10_000)
     decodes = [d for i in range(100) for d in segmenter.feed(np.full(WINDOW_SAMPLES, i, dtype=np.float32))]
     assert [d.is_final for d in decodes] == [False, True]  # a decoder that never answers cannot hold the turn
+
+
+def test_a_final_closed_before_any_words_were_read_is_cut_where_they_end_the_turn() -> None:
+    # All audio arrives before the decoder reads a single decode-ahead (a file streamed at full speed): the
+    # longest wait closes one final over both sentences, and `split` cuts it as prompt cues would have.
+    pattern = "." * 10 + "s" * 40 + "." * 12 + "s" * 40 + "." * 80
+    probabilities = iter(1.0 if c == "s" else 0.0 for c in pattern)
+    segmenter = UtteranceSegmenter(lambda _: next(probabilities), policy=TEXT_POLICY, interim_interval_ms=10_000)
+    decodes = [d for i in range(len(pattern)) for d in segmenter.feed(np.full(WINDOW_SAMPLES, i, dtype=np.float32))]
+    aheads = [d for d in decodes if d.speculative]
+    [merged] = [d for d in decodes if d.is_final]
+    assert len(aheads) == 2 and len(merged.cuts) == 1
+    pieces = segmenter.split(merged, {a.key: TurnCue.COMPLETE for a in aheads})
+    prompt = cued(pattern, TurnCue.COMPLETE, lag_windows=1, policy=TEXT_POLICY, interim_interval_ms=10_000)
+    assert [windows_of(p) for p in pieces] == [windows_of(d) for d in prompt if d.is_final]
+    assert pieces[0].key == aheads[0].key  # its words are already decoded
+    assert not any(p.cuts for p in pieces)
+    fragment = segmenter.split(merged, {a.key: TurnCue.INCOMPLETE for a in aheads})
+    assert len(fragment) == 1 and not fragment[0].cuts  # words that go on: one utterance, as it closed

@@ -41,6 +41,7 @@ from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples,
 # stream's; 16 come close to doubling it on a noisy run. So 6 per decode thread, and `transcriber_busy` beyond.
 STREAMS_PER_THREAD = 6
 EVENT_BUFFER = 64
+MAX_READ_AHEAD = 32  # decode-aheads remembered per channel until their utterance's final
 MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is falling behind real time
 ENCODER_PAD_S = 8.0  # silence encoded after an utterance; see WhisperDecoder
 MIN_TOKENS, TOKENS_PER_S, MAX_TOKENS = 16, 8, 224  # speech is ~4 tokens a second; 224 is Whisper's limit
@@ -260,6 +261,9 @@ class _Channel:
         self.finished = False
         self.interim_shown = False  # an interim with text is on the client's screen for this utterance
         self.speculated: tuple[tuple[float, int], str, float | None] | None = None  # key, text, confidence
+        # The words of recent decode-aheads, and what they said of the turn: a final that closed before they
+        # were read is cut by them (UtteranceSegmenter.split), and its first piece reuses their decode.
+        self.read_ahead: dict[tuple[float, int], tuple[TurnCue, str, float | None]] = {}
         self.waiting_interim: anyio.CancelScope | None = None  # an interim waiting for a thread
 
     def _probability(self, window: Samples) -> float:
@@ -272,8 +276,9 @@ class _Channel:
         if last:
             decodes += self.segmenter.flush()
         for decode in decodes:
-            if self.jobs and not self.jobs[-1].is_final:
-                self.jobs.pop()  # an interim not yet decoded is superseded by anything newer
+            if self.jobs and not self.jobs[-1].is_final and not self.jobs[-1].speculative:
+                self.jobs.pop()  # an interim not yet decoded is superseded by anything newer (a decode-ahead is
+                # not: its words decide where the utterance ends, however late they come)
             self.jobs.append(decode)
         if decodes:
             self.wake.set()
@@ -335,8 +340,16 @@ class LocalStream:
                 await channel.wake.wait()
                 channel.wake = anyio.Event()
             job = channel.jobs.popleft()
+            if job.cuts:
+                cues = {key: cue for key, (cue, _, _) in channel.read_ahead.items()}
+                channel.jobs.extendleft(reversed(channel.segmenter.split(job, cues)))
+                channel.read_ahead.clear()
+                continue
+            ahead = channel.read_ahead.get(job.key) if job.is_final else None
             if job.is_final and channel.speculated is not None and channel.speculated[0] == job.key:
                 _, text, confidence = channel.speculated  # decoded ahead, while the pause was still going on
+            elif ahead is not None:
+                _, text, confidence = ahead
             else:
                 try:
                     decoded = await self._decode(channel, job)
@@ -353,9 +366,15 @@ class LocalStream:
             eager = False
             if job.speculative:
                 cue = turn_cue(text) if text else TurnCue.UNSURE
-                final = channel.segmenter.cue(job.key, cue)
-                if final is not None:
-                    channel.jobs.appendleft(final)  # the turn is over: the final, from these very words
+                channel.read_ahead[job.key] = (cue, text, confidence)
+                if len(channel.read_ahead) > MAX_READ_AHEAD:
+                    del channel.read_ahead[next(iter(channel.read_ahead))]
+                decodes = channel.segmenter.cue(job.key, cue)
+                if decodes:
+                    # The turn ended at this pause: the final, from these very words (and the next utterance's
+                    # decode-ahead if the speaker went on meanwhile). Queued plain interims held both sentences:
+                    # stale. Later decode-aheads are not: their words still decide their pauses.
+                    channel.jobs = deque([*decodes, *(j for j in channel.jobs if j.speculative)])
                     continue
                 eager = cue is not TurnCue.INCOMPLETE
             if not job.is_final:
