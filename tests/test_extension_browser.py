@@ -9,9 +9,9 @@ What automation cannot do as a user does, and what stands in for it (the rest is
   nothing can click the toolbar of a headless browser: getMediaStreamId fails with "Extension has not been
   invoked for the current page". Chromium's `--allowlisted-extension-id=<id>` lets that one extension capture
   without the click; getMediaStreamId, the offscreen document's getUserMedia and everything after are real.
-- `--use-fake-ui-for-media-stream` (the demo test's flag) makes Chromium look the tab's stream id up among the
-  fake devices: NotFoundError. `--auto-accept-camera-and-microphone-capture` grants the microphone and leaves
-  tab capture alone.
+- With `--use-fake-ui-for-media-stream` (the demo test's flag) the offscreen document's getUserMedia for the
+  tab's stream id fails with NotFoundError (the microphone works). `--auto-accept-camera-and-microphone-capture`
+  grants the microphone and leaves tab capture alone.
 - Playwright adds `--mute-audio` to headless Chromium; a muted tab is captured as silence, so it is dropped.
 - The side panel is not a tab, so Playwright lists no page for it: it is opened as a user does (the popup's
   button, with a real click, which chrome.sidePanel.open needs) and driven over CDP (Target.attachToTarget).
@@ -28,17 +28,23 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 import soxr
 from playwright.sync_api import BrowserContext, CDPSession, Page, Route, Worker, sync_playwright
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 
+from presales_ws.protocol import Status, Stop, Suggestion, decode_client_message, encode
 from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
@@ -59,11 +65,6 @@ KEY = "pk_extension_0123456789abcdef"
 CALL_URL = "http://call.test/"  # answered by the test (context.route): no network
 WAIT_S = 30.0
 
-# CI installs Chromium (.ci/run); where CI is set and it is missing, the launch fails loudly instead.
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
-)
 
 
 def extension_id(manifest_key: str) -> str:
@@ -294,6 +295,9 @@ def server() -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    # CI installs Chromium (.ci/run); where CI is set and it is missing, the launch fails loudly instead.
+    if not CHROMIUM.exists() and not os.environ.get("CI"):
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
     directory = tmp_path_factory.mktemp("extension")
     microphone = directory / "fake_microphone.wav"
     microphone.write_bytes(padded_wav(MICROPHONE_FIXTURE, FAKE_DEVICE_RATE_HZ))
@@ -316,7 +320,6 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
                 "--auto-accept-camera-and-microphone-capture",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={microphone}%noloop",
-                "--autoplay-policy=no-user-gesture-required",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-background-networking",
@@ -442,6 +445,79 @@ def test_a_foreign_extension_is_refused_and_does_not_retry(chromium: Chromium, s
         assert len(server.service.registry) == 0
     finally:
         chromium.stop_any_call(chromium.foreign_id)
+
+
+class StreamingSuggestion(Suggestion, tag="suggestion", tag_field="type"):
+    """Today's suggestion plus the `partial` flag of the streaming suggestions (another change adds it)."""
+
+    partial: bool = False
+
+
+class SuggestionStreamer:
+    """A stand-in server that streams one answer: two partial cards, then (when the test says) the final one."""
+
+    QUESTION = "Is our data stored in Europe or in the United States?"
+    ANSWERS = ("Customer data", "Customer data stays in the EU region", "Customer data stays in the EU region.")
+
+    def __init__(self) -> None:
+        self.finish = threading.Event()
+        self.app = Starlette(routes=[WebSocketRoute("/ws/session", self.session)])
+
+    def suggestion(self, response: str, *, partial: bool) -> bytes:
+        message = StreamingSuggestion(
+            question=self.QUESTION,
+            response=response,
+            confidence=0.9,
+            source="http",
+            speaker="customer",
+            channel=1,
+            start=0.5,
+            end=3.9,
+            latency_ms=None if partial else 420,
+            partial=partial,
+        )
+        return encode(message)
+
+    async def session(self, websocket: WebSocket) -> None:
+        await websocket.accept(subprotocol="presales.v1")
+        ready = Status(state="ready", session_id="s_stream", transcriber="local", sample_rate=16000, channels=2)
+        await websocket.send_text(encode(ready).decode())
+        for response in self.ANSWERS[:-1]:
+            await websocket.send_text(self.suggestion(response, partial=True).decode())
+        await anyio.to_thread.run_sync(self.finish.wait, WAIT_S)
+        await websocket.send_text(self.suggestion(self.ANSWERS[-1], partial=False).decode())
+        with anyio.fail_after(WAIT_S):
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("text") and isinstance(decode_client_message(message["text"]), Stop):
+                    await websocket.send_text(encode(Status(state="closed")).decode())
+                    await websocket.close(1000)
+                    return
+
+
+def test_a_streaming_suggestion_is_one_card_replaced_in_place(chromium: Chromium) -> None:
+    streamer = SuggestionStreamer()
+    stand_in = LiveServer(make_settings(), app=streamer.app).start()
+    try:
+        url = f"ws://127.0.0.1:{stand_in.port}/ws/session"
+        chromium.set_options(EXTENSION_ID, server_url=url, key="", tab_audio=True)
+        panel = chromium.open_side_panel(EXTENSION_ID)
+        panel.evaluate("document.getElementById('start').click()")
+        cards = "[...document.querySelectorAll('#suggestions .card')]"
+        panel.wait_for(f"{cards}.some(c => c.querySelector('.response').textContent === {streamer.ANSWERS[1]!r})")
+        assert panel.evaluate(f"{cards}.map(c => c.className)") == ["card partial"]
+        assert "answering…" in panel.evaluate(f"{cards}[0].innerText")
+        streamer.finish.set()
+        panel.wait_for(f"{cards}.every(c => c.className === 'card')")
+        assert panel.evaluate(f"{cards}.map(c => c.querySelector('.response').textContent)") == [streamer.ANSWERS[-1]]
+        panel.evaluate("document.getElementById('stop').click()")
+        panel.wait_for("document.getElementById('status').textContent === 'closed'")
+    finally:
+        streamer.finish.set()
+        chromium.stop_any_call(EXTENSION_ID)
+        stand_in.stop()
 
 
 def test_the_permission_page_asks_for_the_microphone_for_the_extension(chromium: Chromium) -> None:

@@ -13,6 +13,7 @@ function slot(event) {
     case "notice":
     case "heartbeat":
     case "capture":
+    case "ended":
       return event.type;
     case "transcript":
       return event.message.is_final ? null : `interim:${event.message.channel}`;

@@ -33,6 +33,6 @@ $("stop").addEventListener("click", async () => {
 
 // Needs the click's user gesture: Chrome opens a side panel only in answer to the user.
 $("panel").addEventListener("click", async () => {
-  const window = await chrome.windows.getCurrent();
-  await chrome.sidePanel.open({ windowId: window.id });
+  const current = await chrome.windows.getCurrent();
+  await chrome.sidePanel.open({ windowId: current.id });
 });
