@@ -295,7 +295,7 @@ def main() -> None:
             f"`{command}` (each decoder in its own process, pinned to one core, one thread; utterances cut "
             "to their speech +- 0.2 s as the VAD segmenter hands them over; WER over all words of a set, "
             "normalised: lower case, no punctuation). Real speech: tests/fixtures/real (15 utterances, 68 s, "
-            "8 speakers); espeak: tests/fixtures/fixtures.json (17 utterances). CPU per audio second: median "
+            "8 speakers); espeak: tests/fixtures/fixtures.json (20 utterances). CPU per audio second: median "
             "over both sets, then over 5 windows of 2/5/10 s of real speech. RSS: the process after loading "
             "the model (imports included). Installed: the decoder's distributions as pip installs them.\n\n"
             f"{report}"
