@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deepgram_buffer_s: float = 60.0
 
     local_whisper_model: str | None = None
+    local_final_model: Literal["moonshine", "whisper"] = "moonshine"
     local_decode_threads: int = 0
     local_max_streams: int = 0
     local_endpointing_ms: int = 500
@@ -54,7 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     turn_detection: Literal["text", "off"] = "text"
     turn_complete_ms: int = 160
-    turn_unsure_ms: int = 500
+    turn_unsure_ms: int = 800
     turn_incomplete_ms: int = 1500
 
     heartbeat_interval_s: float = 15.0
@@ -133,6 +134,7 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         deepgram_finalize_timeout_s=env.float("DEEPGRAM_FINALIZE_TIMEOUT_S", defaults.deepgram_finalize_timeout_s),
         deepgram_buffer_s=env.float("DEEPGRAM_BUFFER_S", defaults.deepgram_buffer_s),
         local_whisper_model=env.str("LOCAL_WHISPER_MODEL", "") or None,
+        local_final_model=env.str("LOCAL_FINAL_MODEL", defaults.local_final_model),
         local_decode_threads=env.int("LOCAL_DECODE_THREADS", defaults.local_decode_threads),
         local_max_streams=env.int("LOCAL_MAX_STREAMS", defaults.local_max_streams),
         local_endpointing_ms=env.int("LOCAL_ENDPOINTING_MS", defaults.local_endpointing_ms),

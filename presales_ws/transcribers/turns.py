@@ -37,9 +37,12 @@ _DETERMINERS = "the a an your our my their every another"
 _AUXILIARIES = "am is are was were be been being do does did have has had can could will would should may might must"
 _OPENERS = "how what when where why whether"  # "Could you tell me how" waits; "How?" alone does not
 _FILLERS = "um uh er erm i we they he she let's i'm we're you're they're it's there's"
-_NEVER_LAST = frozenset(f"{_CONJUNCTIONS} {_PREPOSITIONS} {_DETERMINERS} {_FILLERS}".split())
+_DEGREE = "very quite rather"  # "a rather", "is very": a degree word wants the word it modifies
+_COMPARATIVES = frozenset(["more", "less", "most", "least"])  # after a determiner: "a more", "the most"
+_NEVER_LAST = frozenset(f"{_CONJUNCTIONS} {_PREPOSITIONS} {_DETERMINERS} {_FILLERS} {_DEGREE}".split())
 _AUXILIARY = frozenset(_AUXILIARIES.split())
 _OPENER = frozenset(_OPENERS.split())
+_DETERMINER = frozenset(_DETERMINERS.split())
 _SUBJECTS = frozenset(["i", "we", "you", "they", "he", "she", "it", "there", "that", "this"])
 
 _WORD = re.compile(r"[a-z']+")
@@ -59,6 +62,8 @@ def turn_cue(text: str) -> TurnCue:
         return TurnCue.INCOMPLETE
     if last in _NEVER_LAST:
         return TurnCue.INCOMPLETE
+    if last in _COMPARATIVES and len(words) >= 2 and words[-2] in _DETERMINER:
+        return TurnCue.INCOMPLETE
     if last in _OPENER and len(words) > 2:
         return TurnCue.INCOMPLETE
     if last in _AUXILIARY and not (len(words) >= 2 and words[-2] in _SUBJECTS):
@@ -72,7 +77,7 @@ class TurnPolicy(msgspec.Struct, frozen=True):
     """Silences (ms) that end an utterance, by what its words say. `fixed` ignores the words."""
 
     complete_ms: int = 160
-    unsure_ms: int = 500
+    unsure_ms: int = 800
     incomplete_ms: int = 1500
     fixed: bool = False
 
