@@ -318,9 +318,8 @@ class _Channel:
         self.wake = anyio.Event()
         self.finished = False
         self.interim_shown = False  # an interim with text is on the client's screen for this utterance
-        self.speculated: tuple[tuple[float, int], str, float | None] | None = None  # key, text, confidence
-        # The words of recent decode-aheads, and what they said of the turn: a final that closed before they
-        # were read is cut by them (UtteranceSegmenter.split), and its first piece reuses their decode.
+        # The words of recent decode-aheads, and what they said of the turn: a final of the same audio needs no
+        # decode of its own, and a final that closed before they were read is cut by them (segmenter.split).
         self.read_ahead: dict[tuple[float, int], tuple[TurnCue, str, float | None]] = {}
         self.waiting_interim: anyio.CancelScope | None = None  # an interim waiting for a thread
 
@@ -401,13 +400,10 @@ class LocalStream:
             if job.cuts:
                 cues = {key: cue for key, (cue, _, _) in channel.read_ahead.items()}
                 channel.jobs.extendleft(reversed(channel.segmenter.split(job, cues)))
-                channel.read_ahead.clear()
                 continue
             ahead = channel.read_ahead.get(job.key) if job.is_final else None
-            if job.is_final and channel.speculated is not None and channel.speculated[0] == job.key:
-                _, text, confidence = channel.speculated  # decoded ahead, while the pause was still going on
-            elif ahead is not None:
-                _, text, confidence = ahead
+            if ahead is not None:
+                _, text, confidence = ahead  # decoded ahead, while the pause was still going on
             else:
                 try:
                     decoded = await self._decode(channel, job)
@@ -420,7 +416,6 @@ class LocalStream:
                 if decoded is None:
                     continue  # an interim superseded while it waited for a thread
                 text, confidence = decoded
-            channel.speculated = (job.key, text, confidence) if job.speculative else None
             eager = False
             if job.speculative:
                 cue = turn_cue(text) if text else TurnCue.UNSURE
