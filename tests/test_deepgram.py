@@ -235,7 +235,8 @@ async def test_pauses_as_long_as_endpointing_end_each_turn_with_no_watchdog(star
     fake, server = start(
         Script.from_manifest(CALL, speakers={0: 1, 1: 0}, mono_mix=True),
         deepgram_endpointing_ms=1000,
-        deepgram_final_watchdog_s=2.5,        turn_detection="off",  # Deepgram's endpointing alone: the service sends no Finalize at pauses
+        deepgram_final_watchdog_s=2.5,
+        turn_detection="off",  # Deepgram's endpointing alone: the service sends no Finalize at pauses
     )
     messages, close_code = await stream(server, call_mono_pcm(), speed=2.0)
     assert close_code == 1000
@@ -252,7 +253,8 @@ async def test_watchdog_leaves_speech_whole_while_the_words_keep_coming(start: S
     fake, server = start(
         Script.from_manifest(CALL, speakers={0: 1, 1: 0}, mono_mix=True),
         deepgram_endpointing_ms=1500,  # longer than the call's 1 s pauses: one stretch of speech, 15 s long
-        deepgram_final_watchdog_s=2.5,        turn_detection="off",  # Deepgram's endpointing alone: the service sends no Finalize at pauses
+        deepgram_final_watchdog_s=2.5,
+        turn_detection="off",  # Deepgram's endpointing alone: the service sends no Finalize at pauses
     )
     messages, close_code = await stream(server, call_mono_pcm(), speed=2.0)
     assert close_code == 1000

@@ -41,10 +41,10 @@ from presales_ws.transcribers.base import (
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy, turn_cue
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
 
-# A decode of a sentence takes ~85 ms (see WhisperDecoder) and a speaking stream asks for about one a second.
-# Measured (bench/speech_latency.py, 2 threads): 12 streams keep end-of-speech -> final within 1.2x of one
-# stream's; 16 come close to doubling it on a noisy run. So 6 per decode thread, and `transcriber_busy` beyond.
-STREAMS_PER_THREAD = 6
+# A stream that speaks without pause costs the server ~0.2 s of CPU per second of audio (Moonshine finals and
+# decode-aheads, tiny.en interims, VAD; bench/embedded.py). 4 streams per decode thread keep 2 cores under
+# ~1.6 busy when every stream speaks at once; `transcriber_busy` beyond (docs/BENCHMARKS.md: capacity).
+STREAMS_PER_THREAD = 4
 EVENT_BUFFER = 64
 MAX_READ_AHEAD = 32  # decode-aheads remembered per channel until their utterance's final
 MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is falling behind real time
