@@ -270,10 +270,13 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], help="a configuration name (repeatable)")
     parser.add_argument("--verbose", action="store_true", help="a line per fixture: latency, finals, words")
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity steps; writes nothing")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every server; writes nothing")
     args = parser.parse_args()
+    for name in CONFIGS:
+        CONFIGS[name] = {**CONFIGS[name], **dict(item.split("=", 1) for item in args.set)}
     table = anyio.run(measure, args.quick, args.only, args.verbose, not args.no_capacity)
     print(table)
-    if not (args.quick or args.only or args.no_capacity):
+    if not (args.quick or args.only or args.no_capacity or args.set):
         write_section(
             "BENCHMARKS.md",
             "embedded-engines",

@@ -35,7 +35,7 @@ class UtteranceJoiner:
         if not piece.text:
             return out
         self._held.append(piece)
-        self._cue = turn_cue(self._text())
+        self._cue = turn_cue(self._text(), piece.confidence)
         out += self.on_pause(silence_ms)
         if self._held:
             out.append(self._interim(eager=self._cue is not TurnCue.INCOMPLETE))

@@ -51,7 +51,8 @@ MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is fallin
 ENCODER_PAD_S = 8.0  # silence encoded after an utterance; see WhisperDecoder
 MIN_TOKENS, TOKENS_PER_S, MAX_TOKENS = 16, 8, 224  # speech is ~4 tokens a second; 224 is Whisper's limit
 NO_SPEECH_PROBABILITY = 0.6
-FALLBACK_CONFIDENCE = 0.8  # below it, a Moonshine final is decoded again by Whisper tiny.en
+FALLBACK_CONFIDENCE = 0.8  # below it, a Moonshine final of FALLBACK_MIN_WORDS or more is decoded again by tiny.en
+FALLBACK_MIN_WORDS = 4
 FIXED_DECODE_AHEAD_MS = 192  # TURN_DETECTION=off: the final's audio (speech + this) is decoded this far into a pause
 MIN_AVG_LOGPROB = -1.0
 
@@ -82,7 +83,10 @@ class FinalDecoder:
 
     def decode(self, audio: Samples) -> tuple[str, float | None]:
         text, confidence = self._accurate.decode(audio)
-        if confidence is None or confidence < FALLBACK_CONFIDENCE:
+        # A mean over a few tokens says little: short phrases ("No matter.") score low on clear real speech, and
+        # a second decode would double their cost under load for words no better.
+        unsure = confidence is not None and confidence < FALLBACK_CONFIDENCE and len(text.split()) >= FALLBACK_MIN_WORDS
+        if confidence is None or unsure:
             return self._fallback.decode(audio)
         return text, confidence
 
@@ -418,7 +422,7 @@ class LocalStream:
                 text, confidence = decoded
             eager = False
             if job.speculative:
-                cue = turn_cue(text) if text else TurnCue.UNSURE
+                cue = turn_cue(text, confidence) if text else TurnCue.UNSURE
                 channel.read_ahead[job.key] = (cue, text, confidence)
                 if len(channel.read_ahead) > MAX_READ_AHEAD:
                     del channel.read_ahead[next(iter(channel.read_ahead))]

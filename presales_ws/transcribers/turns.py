@@ -49,8 +49,13 @@ _WORD = re.compile(r"[a-z']+")
 _TRAILING_QUOTES = "\"')]} "
 
 
-def turn_cue(text: str) -> TurnCue:
-    """Read the end of the words so far (punctuated, cased transcript text as the engines give it)."""
+CUE_MIN_CONFIDENCE = 0.75  # a model unsure of the words is unsure of their full stop too
+
+
+def turn_cue(text: str, confidence: float | None = None) -> TurnCue:
+    """Read the end of the words so far (punctuated, cased transcript text as the engines give it). Words the
+    model heard with a low `confidence` (mean token probability) are never COMPLETE: a fragment like "And you
+    always" comes back as "And you always." at 0.65, where finished sentences score 0.8-0.99."""
     stripped = text.rstrip(_TRAILING_QUOTES)
     if not stripped:
         return TurnCue.UNSURE
@@ -68,7 +73,7 @@ def turn_cue(text: str) -> TurnCue:
         return TurnCue.INCOMPLETE
     if last in _AUXILIARY and not (len(words) >= 2 and words[-2] in _SUBJECTS):
         return TurnCue.INCOMPLETE  # "the plan would" goes on; "yes, we can." / "I think it is." end
-    if stripped.endswith((".", "?", "!")):
+    if stripped.endswith((".", "?", "!")) and (confidence is None or confidence >= CUE_MIN_CONFIDENCE):
         return TurnCue.COMPLETE
     return TurnCue.UNSURE
 
