@@ -22,7 +22,7 @@ import Stemmer
 import yaml
 
 from presales_ws.questions import AUXILIARIES, FILLERS, INTERROGATIVES, SUBJECTS
-from presales_ws.suggesters.base import Answer, ContextLine, SuggesterUnavailable
+from presales_ws.suggesters.base import Answer, ContextLine, PartialSink, SuggesterUnavailable
 
 # Words every question has: they would only make unrelated questions look alike.
 QUESTION_WORDS = sorted(
@@ -185,7 +185,13 @@ class KnowledgeBaseSuggester:
     async def aclose(self) -> None:
         return None
 
-    async def suggest(self, question: str, context: Sequence[ContextLine], session_id: str) -> Answer | None:
+    async def suggest(
+        self,
+        question: str,
+        context: Sequence[ContextLine],
+        session_id: str,
+        on_partial: PartialSink | None = None,
+    ) -> Answer | None:
         # A few hundred microseconds for a KB of this size: cheaper inline than a thread hop.
         ranked = self.rank(question)
         if ranked is None or ranked[1] < self.min_confidence:
