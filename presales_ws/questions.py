@@ -111,7 +111,7 @@ def is_unfinished(text: str) -> bool:
     a preposition with nothing for it to govern. Punctuation is ignored: recognisers add "?" to fragments too."""
     lowered = text.lower().replace("\u2019", "'")
     tokens = _WORD.findall(lowered)
-    ending = lowered.rstrip(" ?.!,;:\"").split()
+    ending = lowered.rstrip(' ?.!,;:"').split()
     if not tokens or not ending or ending[-1] != tokens[-1]:  # "sign-on", "SOC 2": the text does not end on a word
         return False
     last = tokens[-1]

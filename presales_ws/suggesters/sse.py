@@ -27,11 +27,19 @@ async def event_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
         *lines, pending = _LINE_END.split(text[:cut])
         pending += text[cut:]
         for line in lines:
-            if not line:
-                if data:
-                    yield "\n".join(data)
-                data = []
-                continue
-            field, colon, value = line.partition(":")
-            if field == "data":
-                data.append(value[1:] if colon and value.startswith(" ") else value)
+            if event := _read_line(line, data):
+                yield event
+    if pending.endswith("\r") and (event := _read_line(pending[:-1], data)):  # a CR at the very end ends a line
+        yield event
+
+
+def _read_line(line: str, data: list[str]) -> str | None:
+    """Take one line into `data`; the event's data when the line is the blank one that dispatches it."""
+    if not line:
+        event = "\n".join(data) if data else None
+        data.clear()
+        return event
+    field, colon, value = line.partition(":")
+    if field == "data":
+        data.append(value[1:] if colon and value.startswith(" ") else value)
+    return None
