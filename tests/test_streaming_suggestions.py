@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+import os
+import re
+import subprocess
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import anyio
 import pytest
@@ -18,8 +21,7 @@ from presales_ws.protocol import Suggestion, Transcript
 from presales_ws.suggesters.sse import event_data
 from tests.conftest import LiveServer, make_settings
 from tests.support import transcribe_file
-
-pytestmark = pytest.mark.anyio
+from tests.test_cli_stream import run_on_a_terminal, stream_command
 
 ANSWER = "Yes. SSO via SAML 2.0 and OpenID Connect, with ready-made apps for Okta and Entra ID."
 FILE = "sso_question_gb.wav"
@@ -79,6 +81,7 @@ def logged(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, object
     return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == name]
 
 
+@pytest.mark.anyio
 async def test_a_streamed_answer_arrives_as_partials_then_once_complete(caplog: pytest.LogCaptureFixture) -> None:
     service = StreamingService(written() + sse({"done": True}))
     *partials, complete = await suggestions_from(service, caplog)
@@ -101,6 +104,7 @@ async def test_a_streamed_answer_arrives_as_partials_then_once_complete(caplog: 
     ],
     ids=["cut-mid-answer", "invalid-json", "no-done"],
 )
+@pytest.mark.anyio
 async def test_a_broken_stream_withdraws_its_partials_and_costs_only_that_suggestion(
     chunks: list[bytes], cut: bool, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -113,6 +117,7 @@ async def test_a_broken_stream_withdraws_its_partials_and_costs_only_that_sugges
     assert logged(caplog, "suggestion.withdrawn")
 
 
+@pytest.mark.anyio
 async def test_a_stream_below_the_confidence_threshold_is_dropped_unread(caplog: pytest.LogCaptureFixture) -> None:
     service = StreamingService(sse({"confidence": 0.2}) + written()[1:] + sse({"done": True}))
     assert await suggestions_from(service, caplog) == []
@@ -133,10 +138,41 @@ async def chunks_of(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
         [b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: {"c": 3}'],  # the last event never closed: dropped
     ],
 )
+@pytest.mark.anyio
 async def test_server_sent_events_are_read_as_the_standard_says(pieces: list[bytes]) -> None:
     assert [data async for data in event_data(chunks_of(pieces))] == ['{"a": 1}', '{"b": 2}']
 
 
+@pytest.mark.anyio
 async def test_event_data_keeps_line_separators_json_allows_and_joins_data_lines() -> None:
     pieces = ['data: {"delta": "a\u2028b"}\n\n'.encode(), b"data: first\ndata:second\n\n"]
     assert [d async for d in event_data(chunks_of(pieces))] == ['{"delta": "a\u2028b"}', "first\nsecond"]
+
+
+@pytest.fixture
+def streaming_server() -> Iterator[LiveServer]:
+    service = StreamingService([*written(), *sse({"done": True})], gap_s=0.08)
+    service.server.start()
+    live = LiveServer(make_settings(suggester_url=f"{service.server.http_url}/suggest")).start()
+    yield live
+    live.stop()
+    service.server.stop()
+
+
+def test_presales_ws_stream_prints_the_answer_as_it_is_written(streaming_server: LiveServer) -> None:
+    command = stream_command(FILE, streaming_server.ws_url)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    partials = [line.split(" -> ", 1)[1] for line in lines if line.startswith("suggestion … ")]
+    assert partials and all(ANSWER.startswith(p) for p in partials), result.stdout  # a plain line each, in a pipe
+    (complete,) = [line for line in lines if line.startswith("suggestion (")]
+    assert complete.startswith("suggestion (0.80) ") and complete.endswith(f" -> {ANSWER}")
+    assert lines.index(complete) > max(i for i, line in enumerate(lines) if line.startswith("suggestion … "))
+
+
+def test_presales_ws_stream_on_a_terminal_writes_the_answer_on_the_live_line(streaming_server: LiveServer) -> None:
+    code, out = run_on_a_terminal(stream_command(FILE, streaming_server.ws_url), {**os.environ, "COLUMNS": "400"})
+    assert code == 0, out
+    assert re.search(r"\r\x1b\[K.*suggestion … .+ -> Yes\.", out), out  # rewritten in place while written
+    assert re.search(rf"\nsuggestion \(0\.80\) .+ -> {re.escape(ANSWER)}\r?\n", out.replace("\r\x1b[K", "\n")), out
