@@ -245,6 +245,9 @@ class Prompter:
 
     async def _look_up(self, lookup: Lookup, context: list[ContextLine]) -> None:
         timeout_s = self.settings.suggester_timeout_s
+        if lookup.scope.cancel_called:  # superseded before it started: it cost nothing
+            lookup.done.set()
+            return
         with lookup.scope:
             lookup.asked = True
             self.tally.asked += 1

@@ -318,3 +318,14 @@ def test_the_arrival_clock_interpolates_and_covers_audio_after_its_last_checkpoi
     assert arrivals.arrival(0.15) == pytest.approx(100.15)  # between checkpoints
     assert arrivals.arrival(0.23) == pytest.approx(100.23)  # past the last checkpoint, before the latest frame
     assert arrivals.arrival(0.25) is None  # not here yet
+
+
+async def test_a_reading_superseded_before_its_call_started_costs_nothing() -> None:
+    suggester = SlowSuggester(delay_s=0.05)
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece("Do you support single sign-on?", final=False), eager=True)
+        prompter.on_transcript(piece(QUESTION, final=False), eager=True)  # before the first call could start
+        prompter.on_transcript(piece(QUESTION, final=True))
+        await anyio.sleep(0.2)
+    assert suggester.asked == [QUESTION] and len(sent) == 1
+    assert prompter.tally == Tally(asked=1, speculative=1, sent=1)
