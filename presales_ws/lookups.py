@@ -2,18 +2,24 @@
 
 A lookup starts speculatively (the question is probably complete, its final is not in yet) or on the final
 itself; a final with the same words confirms it, and only a confirmed lookup is ever delivered. A streaming
-suggester writes its answer piece by piece: the lookup keeps the latest piece for the prompter to forward.
+suggester writes its answer piece by piece: once confirmed, the answer so far is shown at once and then at
+most every PARTIAL_INTERVAL_S. The call has SUGGESTER_TIMEOUT_S to answer, or to write its next piece.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 import msgspec
 
 from presales_ws.speakers import Role
-from presales_ws.suggesters.base import Answer
+from presales_ws.suggesters.base import Answer, ContextLine, Suggester
+
+PARTIAL_INTERVAL_S = 0.1  # at most one partial suggestion per lookup this often
+STREAM_MAX_S = 20.0  # a streaming answer is cut after this long, however steadily it is written
 
 _WORD = re.compile(r"[\w']+")
 
@@ -57,10 +63,46 @@ class Lookup:
     def cancel(self) -> None:
         self.scope.cancel()
 
-    def written(self, answer: Answer) -> None:
-        """A streaming suggester's answer so far."""
-        self.partial = answer
-        self.fresh.set()
+    async def run(
+        self,
+        suggester: Suggester,
+        context: Sequence[ContextLine],
+        session_id: str,
+        timeout_s: float,
+        show_partial: Callable[[Lookup, Answer], None],
+        log: Any,
+    ) -> None:
+        """Ask once; `answer` holds the result when `done` is set (None: nothing, an error, or too slow)."""
+        with self.scope:
+            self.asked = True
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._forward_partials, show_partial)
+                ceiling = anyio.current_time() + STREAM_MAX_S
+                with anyio.move_on_after(timeout_s) as deadline:
+
+                    def written(answer: Answer) -> None:  # the answer moved on: time for its next piece
+                        deadline.deadline = min(ceiling, anyio.current_time() + timeout_s)
+                        self.partial = answer
+                        self.fresh.set()
+
+                    try:
+                        self.answer = await suggester.suggest(self.text, context, session_id, written)
+                    except Exception:
+                        log.exception("suggestion.failed", suggester=suggester.name)
+                if deadline.cancelled_caught:
+                    log.warning("suggestion.timeout", suggester=suggester.name, partial=self.partial is not None)
+                tg.cancel_scope.cancel()
+        self.done.set()
+
+    async def _forward_partials(self, show_partial: Callable[[Lookup, Answer], None]) -> None:
+        await self.confirmed.wait()
+        while True:
+            await self.fresh.wait()
+            self.fresh = anyio.Event()
+            if self.partial is not None:
+                self.partials_sent += 1
+                show_partial(self, self.partial)
+            await anyio.sleep(PARTIAL_INTERVAL_S)
 
 
 class Tally(msgspec.Struct):

@@ -11,7 +11,6 @@ wait for them.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import anyio.abc
 
 from presales_ws.audio import ArrivalClock
 from presales_ws.config import Settings
-from presales_ws.lookups import Lookup, Question, Tally, words_of
+from presales_ws.lookups import STREAM_MAX_S, Lookup, Question, Tally, words_of
 from presales_ws.protocol import Suggestion, Transcript
 from presales_ws.questions import OPEN_ENDINGS, PREPOSITIONS, is_question, is_unfinished
 from presales_ws.speakers import Role
@@ -35,8 +34,6 @@ CONTINUATION_S = 1.5
 # How long an engine may take to report speech that has started: the embedded engine's first interim comes
 # after 1 s of it, plus a decode. A held question waits this long past CONTINUATION_S.
 SPEECH_REPORT_S = 1.2
-PARTIAL_INTERVAL_S = 0.1  # at most one partial suggestion per lookup this often
-STREAM_MAX_S = 20.0  # a streaming answer is cut after this long, however steadily it is written
 
 
 class Utterance:
@@ -244,52 +241,22 @@ class Prompter:
         return lookup
 
     async def _look_up(self, lookup: Lookup, context: list[ContextLine]) -> None:
-        timeout_s = self.settings.suggester_timeout_s
         if lookup.scope.cancel_called:  # superseded before it started: it cost nothing
             lookup.done.set()
             return
-        with lookup.scope:
-            lookup.asked = True
-            self.tally.asked += 1
-            self.tally.speculative += lookup.speculative
-            self.log.info(
-                "suggestion.asked",
-                suggester=self.suggester.name,
-                speculative=lookup.speculative,
-                words=len(lookup.words),
-            )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._forward_partials, lookup)
-                ceiling = anyio.current_time() + STREAM_MAX_S
-                with anyio.move_on_after(timeout_s) as deadline:
-                    written = functools.partial(self._written, lookup, deadline, ceiling)
-                    try:
-                        lookup.answer = await self.suggester.suggest(lookup.text, context, self.session_id, written)
-                    except Exception:
-                        self.log.exception("suggestion.failed", suggester=self.suggester.name)
-                if deadline.cancelled_caught:
-                    self.log.warning("suggestion.timeout", suggester=self.suggester.name, partial=bool(lookup.partial))
-                tg.cancel_scope.cancel()
-        lookup.done.set()
+        self.tally.asked += 1
+        self.tally.speculative += lookup.speculative
+        self.log.info(
+            "suggestion.asked", suggester=self.suggester.name, speculative=lookup.speculative, words=len(lookup.words)
+        )
+        timeout_s = self.settings.suggester_timeout_s
+        await lookup.run(self.suggester, context, self.session_id, timeout_s, self._show_partial, self.log)
         if not lookup.scope.cancel_called and lookup.question is not None:
             self._answer(lookup)
 
-    def _written(self, lookup: Lookup, deadline: anyio.CancelScope, ceiling: float, answer: Answer) -> None:
-        """A streaming answer moved on: it has SUGGESTER_TIMEOUT_S for its next piece (up to STREAM_MAX_S)."""
-        deadline.deadline = min(ceiling, anyio.current_time() + self.settings.suggester_timeout_s)
-        lookup.written(answer)
-
-    async def _forward_partials(self, lookup: Lookup) -> None:
-        """Once the question is confirmed, the answer so far: at once, then at most every PARTIAL_INTERVAL_S."""
-        await lookup.confirmed.wait()
-        while True:
-            await lookup.fresh.wait()
-            lookup.fresh = anyio.Event()
-            if lookup.partial is not None:
-                lookup.partials_sent += 1
-                self.tally.partials += 1
-                self._send(lookup, lookup.partial, partial=True)
-            await anyio.sleep(PARTIAL_INTERVAL_S)
+    def _show_partial(self, lookup: Lookup, answer: Answer) -> None:
+        self.tally.partials += 1
+        self._send(lookup, answer, partial=True)
 
     def _answer(self, lookup: Lookup) -> None:
         self.pending.discard(lookup)
