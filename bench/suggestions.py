@@ -4,8 +4,9 @@ Streams the question fixtures, a question cut by a pause, two statements and the
 time in 20 ms frames against `presales-ws serve` (its own process, embedded engine, no knowledge base), whose
 SUGGESTER_URL is a stand-in on loopback (`bench/peers/suggester.py`, its own process) of one of three kinds:
 instant, 1.0 s, or streaming (first delta 300 ms after the call). The stand-in records every call. Per
-question: end of its speech (the wall time the frame holding its last sample was sent) -> first suggestion
-message (a partial one, when streamed) and -> the complete one; per run: suggester calls per answered question.
+question: end of its speech (the wall time the frame holding its last sample was sent) -> the suggester's
+call (the moment the prompter judged it complete: the engine's eager interim, or the final), -> first
+suggestion message (a partial one, when streamed), -> the complete one; per run: calls per answered question.
 
     .venv/bin/python -m bench.suggestions --before b1aa6d8    # and main's prompter at that commit, side by side
     .venv/bin/python -m bench.suggestions --quick             # one file, one kind (the smoke test); writes nothing
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -60,8 +62,10 @@ class Asked:
     channel: int
     end_s: float
     ended_at: float = 0.0
+    question: str = ""  # as the complete suggestion quotes it
     first_at: float | None = None
     complete_at: float | None = None
+    called_at: float | None = None  # the call that answered it reached the suggester
 
 
 @dataclass
@@ -116,8 +120,8 @@ async def stream(url: str, file: str) -> tuple[list[Asked], list[Suggestion]]:
                 if abs(question.end_s - message.end) > 1.5:
                     continue  # not one of the fixture's questions (a recogniser's invention)
                 question.first_at = question.first_at or now
-                if not message.partial and message.response:
-                    question.complete_at = question.complete_at or now
+                if not message.partial and message.response and question.complete_at is None:
+                    question.complete_at, question.question = now, message.question
     return asked, suggestions
 
 
@@ -128,11 +132,15 @@ async def measure(stand_in: str, kind: str, env: dict[str, str], files: list[str
             for file in files:
                 await calls.post("/reset")
                 asked, suggestions = await stream(url, file)
-                made: list[str] = (await calls.get("/calls")).json()
-                run.calls += made
+                made: list[dict[str, Any]] = (await calls.get("/calls")).json()
+                for question in asked:  # the last call with its words before its answer came
+                    times = [c["at"] for c in made if words_of(c["question"]) == words_of(question.question)]
+                    question.called_at = max((t for t in times if t <= (question.complete_at or 0)), default=None)
+                made_questions = [c["question"] for c in made]
+                run.calls += made_questions
                 run.answered += [s.question for s in suggestions if not s.partial and s.response]
                 if file in STATEMENTS:
-                    run.statement_calls += len(made)
+                    run.statement_calls += len(made_questions)
                 run.questions += asked
     return run
 
@@ -154,14 +162,15 @@ def ms(values: list[float], q: float) -> str:
 
 
 def row(label: str, kind: str, run: Run) -> str:
+    called = [q.called_at - q.ended_at for q in run.questions if q.called_at is not None]
     first = [q.first_at - q.ended_at for q in run.questions if q.first_at is not None]
     complete = [q.complete_at - q.ended_at for q in run.questions if q.complete_at is not None]
     answered = len(run.answered)
     per_question = f"{len(run.calls) / answered:.2f}" if answered else "-"
     return (
         f"| {label} | {kind} | {len(run.questions)} | {answered} | {len(run.calls)} ({run.superseded} superseded, "
-        f"{run.statement_calls} on statements) | **{per_question}** | {ms(first, 50)} / {ms(first, 95)} | "
-        f"{ms(complete, 50)} / {ms(complete, 95)} |"
+        f"{run.statement_calls} on statements) | **{per_question}** | {ms(called, 50)} / {ms(called, 95)} | "
+        f"{ms(first, 50)} / {ms(first, 95)} | {ms(complete, 50)} / {ms(complete, 95)} |"
     )
 
 
@@ -171,8 +180,9 @@ async def main_async(quick: bool, before: str | None) -> str:
     configs = dict(list(CONFIGS.items())[:1]) if quick else CONFIGS
     lines = [
         "| prompter | suggester | questions | answered | suggester calls | calls per answered question | "
-        "end of question -> first suggestion p50 / p95 ms | -> complete suggestion p50 / p95 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "end of question -> its call p50 / p95 ms | -> first suggestion p50 / p95 ms | "
+        "-> complete suggestion p50 / p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     stand_in_target = Target("stand-in suggester", ["bench.peers.suggester"], "-")
     with (
@@ -181,7 +191,7 @@ async def main_async(quick: bool, before: str | None) -> str:
     ):
         base = f"http://127.0.0.1:{stand_in.port}"
         for config, endpointing_ms in configs.items():
-            lines.append(f"| *{config}* | | | | | | | |")
+            lines.append(f"| *{config}* | | | | | | | | |")
             env = {"LOCAL_ENDPOINTING_MS": endpointing_ms}
             if before and endpointing_ms == "500":
                 with tree_at(before) as tree:

@@ -5,12 +5,14 @@
 `POST /instant` answers at once, `POST /slow` after SLOW_S, `POST /stream` as server-sent events: the
 confidence at once, the first delta after FIRST_DELTA_S, then a delta every DELTA_GAP_S, then `done`.
 Every question is answered (confidence 0.9), so every question the service is asked for shows. `GET /calls`
-lists the questions asked since the last `POST /reset`: the bench counts what a call cost from it.
+lists the calls since the last `POST /reset` (question, and when on the machine's monotonic clock, which
+every process shares): the bench counts them and times them against the end of each question.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -26,13 +28,12 @@ FIRST_DELTA_S = 0.3
 DELTA_GAP_S = 0.05
 ANSWER = "Yes: that is covered, and I will send you the details in writing after this call so your team has them."
 
-calls: list[str] = []
+calls: list[dict[str, str | float]] = []
 
 
-async def asked(request: Request) -> str:
-    question: str = (await request.json())["question"]
-    calls.append(question)
-    return question
+async def asked(request: Request) -> None:
+    arrived = time.monotonic()
+    calls.append({"question": (await request.json())["question"], "at": arrived})
 
 
 async def instant(request: Request) -> Response:
