@@ -15,6 +15,7 @@ suggestion message (a partial one, when streamed), -> the complete one; per run:
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -211,7 +212,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one file, one kind; writes nothing")
     parser.add_argument("--before", help="also measure the prompter of this git revision (e.g. main's commit)")
     args = parser.parse_args()
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     table = anyio.run(main_async, args.quick, args.before)
     print(table)
     if args.quick:
@@ -222,7 +223,8 @@ def main() -> None:
         "BENCHMARKS.md",
         "suggestions",
         f"## Question -> suggestion, and suggester calls per question\n\n`{command}` (at {head.stdout.strip()}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.monotonic() - started:.0f} s)\n\n{table}",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.monotonic() - started:.0f} s; load average "
+        f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)\n\n{table}",
         "Benchmarks",
     )
 

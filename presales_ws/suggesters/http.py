@@ -140,8 +140,8 @@ class HttpSuggester:
                     if confidence is None:
                         raise BrokenStream("a delta before the confidence")
                     pieces.append(event.delta)
-                    if on_partial is not None:
-                        on_partial(self._answer("".join(pieces).lstrip(), confidence))
+                    if on_partial is not None and (so_far := "".join(pieces).strip()):
+                        on_partial(self._answer(so_far, confidence))
                 if event.done:
                     response = "".join(pieces).strip()
                     return self._judged(response, confidence) if response and confidence is not None else None
