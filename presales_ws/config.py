@@ -45,12 +45,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deepgram_buffer_s: float = 60.0
 
     local_whisper_model: str | None = None
+    local_final_model: Literal["moonshine", "whisper"] = "moonshine"
     local_decode_threads: int = 0
     local_max_streams: int = 0
     local_endpointing_ms: int = 500
     local_interim_interval_ms: int = 1000
     local_max_utterance_s: float = 20.0
     local_vad_threshold: float = 0.5
+
+    turn_detection: Literal["text", "off"] = "text"
+    turn_complete_ms: int = 160
+    turn_unsure_ms: int = 800
+    turn_incomplete_ms: int = 1500
 
     heartbeat_interval_s: float = 15.0
     heartbeat_timeout_s: float = 45.0
@@ -128,12 +134,17 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         deepgram_finalize_timeout_s=env.float("DEEPGRAM_FINALIZE_TIMEOUT_S", defaults.deepgram_finalize_timeout_s),
         deepgram_buffer_s=env.float("DEEPGRAM_BUFFER_S", defaults.deepgram_buffer_s),
         local_whisper_model=env.str("LOCAL_WHISPER_MODEL", "") or None,
+        local_final_model=env.str("LOCAL_FINAL_MODEL", defaults.local_final_model),
         local_decode_threads=env.int("LOCAL_DECODE_THREADS", defaults.local_decode_threads),
         local_max_streams=env.int("LOCAL_MAX_STREAMS", defaults.local_max_streams),
         local_endpointing_ms=env.int("LOCAL_ENDPOINTING_MS", defaults.local_endpointing_ms),
         local_interim_interval_ms=env.int("LOCAL_INTERIM_INTERVAL_MS", defaults.local_interim_interval_ms),
         local_max_utterance_s=env.float("LOCAL_MAX_UTTERANCE_S", defaults.local_max_utterance_s),
         local_vad_threshold=env.float("LOCAL_VAD_THRESHOLD", defaults.local_vad_threshold),
+        turn_detection=env.str("TURN_DETECTION", defaults.turn_detection),
+        turn_complete_ms=env.int("TURN_COMPLETE_MS", defaults.turn_complete_ms),
+        turn_unsure_ms=env.int("TURN_UNSURE_MS", defaults.turn_unsure_ms),
+        turn_incomplete_ms=env.int("TURN_INCOMPLETE_MS", defaults.turn_incomplete_ms),
         heartbeat_interval_s=env.float("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s),
         heartbeat_timeout_s=env.float("HEARTBEAT_TIMEOUT_S", defaults.heartbeat_timeout_s),
         max_frame_bytes=env.int("MAX_FRAME_BYTES", defaults.max_frame_bytes),
@@ -195,6 +206,9 @@ def _check_ranges(s: Settings) -> None:
         ("LOCAL_DECODE_THREADS", s.local_decode_threads >= 0, "must be >= 0 (0 = one per core)"),
         ("LOCAL_MAX_STREAMS", s.local_max_streams >= 0, "must be >= 0 (0 = sized from the threads)"),
         ("LOCAL_ENDPOINTING_MS", 100 <= s.local_endpointing_ms <= 5000, "must be 100-5000"),
+        ("TURN_COMPLETE_MS", 64 <= s.turn_complete_ms < s.turn_unsure_ms, "must be 64 up to TURN_UNSURE_MS"),
+        ("TURN_UNSURE_MS", s.turn_unsure_ms <= s.turn_incomplete_ms, "must be at most TURN_INCOMPLETE_MS"),
+        ("TURN_INCOMPLETE_MS", s.turn_incomplete_ms <= 5000, "must be at most 5000"),
         ("LOCAL_INTERIM_INTERVAL_MS", 200 <= s.local_interim_interval_ms <= 10000, "must be 200-10000"),
         # Whisper sees 30 s, and the decoder wants >= 8 s of silence after the speech (transcribers/local.py).
         ("LOCAL_MAX_UTTERANCE_S", 2 <= s.local_max_utterance_s <= 22, "must be 2-22"),

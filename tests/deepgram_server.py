@@ -52,6 +52,28 @@ class Script:
     sample_rate: int = 16000
 
     @classmethod
+    def from_regions(cls, pcm: bytes, texts: list[str], speaker: int = 0, rate: int = 16000) -> Script:
+        """A mono recording whose speech regions (runs of non-zero samples) say `texts`, in order."""
+        track = np.frombuffer(pcm, dtype="<i2")
+        nonzero = np.flatnonzero(track)
+        starts = [int(nonzero[0])]
+        ends = []
+        gaps = np.flatnonzero(np.diff(nonzero) >= int(REGION_GAP_S * rate))
+        for gap in gaps.tolist():
+            ends.append(int(nonzero[gap]))
+            starts.append(int(nonzero[gap + 1]))
+        ends.append(int(nonzero[-1]))
+        if len(starts) != len(texts):
+            raise ValueError(f"{len(starts)} speech regions for {len(texts)} texts")
+        return cls(
+            tuple(
+                ScriptedUtterance(text, speaker, track[a : a + FINGERPRINT_SAMPLES].astype("<i2").tobytes(), b - a + 1)
+                for text, a, b in zip(texts, starts, ends, strict=True)
+            ),
+            rate,
+        )
+
+    @classmethod
     def from_manifest(cls, file: str, speakers: dict[int, int] | None = None, *, mono_mix: bool = False) -> Script:
         """The fixture's utterances; speaker = channel unless `speakers` maps channel -> speaker id."""
         manifest = {e["file"]: e for e in json.loads((FIXTURES / "fixtures.json").read_text())}[file]
@@ -105,6 +127,7 @@ class ConnectionRecord:
     close_code: int | None = None
     finals_sent: int = 0
     final_word_counts: list[int] = field(default_factory=list)  # words in each final sent, in order
+    finals: list[tuple[str, bool, bool]] = field(default_factory=list)  # (transcript, from_finalize, speech_final)
     opened_at: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
     echoes: list[tuple[int, float, float]] = field(default_factory=list)  # echo_frames: (id, received, final sent)
@@ -244,6 +267,7 @@ class _Session:
         )
         self.record.finals_sent += 1
         self.record.final_word_counts.append(len(words))
+        self.record.finals.append((" ".join(w["punctuated_word"] for w in words), from_finalize, speech_final))
         track.final_cursor = track.position
         if speech_final and words and self.utterance_end:
             await self.send(

@@ -28,7 +28,9 @@ async def test_session_beyond_capacity_gets_transcriber_busy_and_1013(one_stream
             async with connect(one_stream_server.ws_url):
                 pass
         assert refused.value.code == "transcriber_busy" and refused.value.close_code == 1013
-    # capacity comes back when the session ends
+    # capacity comes back when the session ends (the server's side of it: the client's close returns first)
+    transcriber = one_stream_server.service.transcriber
+    assert one_stream_server.wait_until(lambda: transcriber.open_streams == 0)
     messages, close_code = await transcribe_file(one_stream_server.ws_url, "pricing_question_gb.wav")
     assert close_code == 1000
     assert word_error_rate(reference_text("pricing_question_gb.wav"), final_text(messages)) < 0.25

@@ -119,8 +119,13 @@ async def test_interims_then_diarized_finals_get_roles_from_questions(start: Sta
 
 
 async def test_a_final_spoken_by_two_people_is_split_at_the_speaker_change(start: Start) -> None:
-    # Endpointing longer than the 1 s gaps between turns: Deepgram would merge turns into one final.
-    fake, server = start(Script.from_manifest(CALL, speakers={0: 1, 1: 0}, mono_mix=True), deepgram_endpointing_ms=2500)
+    # Endpointing longer than the 1 s gaps between turns: Deepgram would merge turns into one final (with the
+    # service's own turn detection off: on, it asks for a final at every pause, and turns never merge upstream).
+    fake, server = start(
+        Script.from_manifest(CALL, speakers={0: 1, 1: 0}, mono_mix=True),
+        deepgram_endpointing_ms=2500,
+        turn_detection="off",
+    )
     messages, _ = await stream(server, call_mono_pcm())
     assert len([n for n in fake.connections[0].final_word_counts if n]) < len(CALL_TURNS)  # merged upstream
     got = finals(messages)

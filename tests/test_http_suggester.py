@@ -94,7 +94,8 @@ async def test_a_slow_or_broken_ai_service_costs_the_suggestion_not_the_transcri
     assert ai.requests  # it was asked
     assert not [m for m in messages if isinstance(m, Suggestion)]
     finals = [m for m in messages if isinstance(m, Transcript) and m.is_final and m.text]
-    assert len(finals) == 6
+    assert len([f for f in finals if f.channel == 1]) == 4  # every customer question, transcribed all the same
+    assert len(finals) >= 6  # ("Yes." then a pause may be a final of its own: a complete sentence)
 
 
 async def test_a_reply_without_a_confidence_is_no_suggestion() -> None:

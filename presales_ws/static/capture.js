@@ -3,7 +3,8 @@
 // No UI and no WebSocket here, so a Chrome extension can take this file and capture-worklet.js as they
 // are. One source = one channel; two sources (microphone, then tab audio) = a two-channel session whose
 // frames interleave channel 0 and channel 1, as /ws/session?channels=2 expects. docs/CLIENTS.md has the
-// frame format and an example.
+// frame format and an example. examples/chrome-extension/lib/ holds copies made by its sync-capture.sh:
+// edit this file, then run that script (a test fails while the copies differ).
 
 export const TARGET_SAMPLE_RATE_HZ = 16000;
 export const FRAME_MS = 20;
@@ -36,6 +37,29 @@ export async function openTabAudio() {
     throw new Error('no audio in the shared source: pick a tab and tick "Share tab audio"');
   }
   return stream;
+}
+
+/**
+ * A tab's audio in a Manifest V3 extension: `streamId` comes from `chrome.tabCapture.getMediaStreamId` (in the
+ * service worker, after the user invoked the extension on that tab) and is redeemed here, in a page that can
+ * hold media (an offscreen document). While captured, the tab is silent to the user: see `playThrough`.
+ */
+export async function openCapturedTab(streamId) {
+  return navigator.mediaDevices.getUserMedia({
+    audio: { mandatory: { chromeMediaSource: "tab", chromeMediaSourceId: streamId } },
+    video: false,
+  });
+}
+
+/**
+ * Plays a stream to the speakers at the device's own rate (not the capture's 16 kHz), so a captured tab stays
+ * audible to the user. Returns the AudioContext; `close()` it to stop.
+ */
+export async function playThrough(stream) {
+  const context = new AudioContext({ latencyHint: "interactive" });
+  context.createMediaStreamSource(stream).connect(context.destination);
+  if (context.state === "suspended") await context.resume();
+  return context;
 }
 
 function createContext() {

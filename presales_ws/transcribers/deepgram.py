@@ -3,12 +3,18 @@
 What the SDK leaves to us, done here: KeepAlive through silence, reconnecting with backoff when the
 connection drops, replaying the audio no final covered yet so no word is lost (or repeated), a watchdog for
 finals that never come, Finalize + CloseStream on `stop`, and diarized finals split at speaker changes.
+
+End of turn (TURN_DETECTION=text): Deepgram's own endpointing waits DEEPGRAM_ENDPOINTING_MS (1 s) after
+every utterance. Instead the service runs Silero VAD on each channel's audio and sends `Finalize` as soon as
+a pause begins (TURN_COMPLETE_MS); Deepgram answers at once. The joiner then holds that final until the
+words say the turn is over, so a pause inside a sentence does not cut it (joiner.py, turns.py).
 """
 
 from __future__ import annotations
 
 import random
 import statistics
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
+import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from presales_ws.audio import AudioFormat
@@ -30,7 +37,10 @@ from presales_ws.transcribers.base import (
     TranscriptEvent,
     serving,
 )
+from presales_ws.transcribers.joiner import UtteranceJoiner
 from presales_ws.transcribers.replay import ReplayBuffer
+from presales_ws.transcribers.turns import TurnPolicy
+from presales_ws.transcribers.vad import PauseTracker
 
 MIN_SEND_MS = 20  # smaller client frames are coalesced up to this ...
 MAX_SEND_MS = 100  # ... and replayed audio goes out in sends of at most this
@@ -141,6 +151,8 @@ class DeepgramStream:
         self._new_audio = anyio.Event()
         self._finishing = False
         self._finalize_answered = anyio.Event()
+        self._finalizes_sent = 0
+        self._finalize_answers = [0] * fmt.channels
         self._send_events: MemoryObjectSendStream[TranscriberEvent]
         self._receive_events: MemoryObjectReceiveStream[TranscriberEvent]
         self._send_events, self._receive_events = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
@@ -152,10 +164,21 @@ class DeepgramStream:
         self._buffer_overflow_reported = False
         self._stream_ended = False
         self._sent_at_last_message = 0
+        # End of turn decided here (None: Deepgram's endpointing alone).
+        self._policy = TurnPolicy.from_settings(settings) if settings.turn_detection == "text" else None
+        channels = range(fmt.channels if self._policy else 0)
+        self._pauses = [PauseTracker(fmt.sample_rate, settings.local_vad_threshold) for _ in channels]
+        self._joiners = [UtteranceJoiner(self._policy) for _ in channels if self._policy]
+        self._words_pending = [False] * fmt.channels  # an interim with words since the channel's last final
+        self._finalize_at: deque[int] = deque()  # session byte positions where a pause asked for a final
+        self._turn_finalizes = 0
+        self._last_audio_at = 0.0
 
     # --- the TranscriberStream interface ---------------------------------------------------------------------
 
     async def send(self, pcm: bytes) -> None:
+        if self._pauses:
+            await self._watch_pauses(pcm)
         if self._buffer.append(pcm) and not self._buffer_overflow_reported:
             self._buffer_overflow_reported = True
             self._log.error("deepgram.buffer_overflow", buffered_s=self._settings.deepgram_buffer_s)
@@ -169,6 +192,37 @@ class DeepgramStream:
     async def finish(self) -> None:
         self._finishing = True
         self._new_audio.set()
+
+    # --- end of turn ------------------------------------------------------------------------------------------
+
+    async def _watch_pauses(self, pcm: bytes) -> None:
+        """VAD on the client's audio as it arrives: a pause after speech asks Deepgram for its final now."""
+        assert self._policy is not None
+        self._last_audio_at = anyio.current_time()
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
+        frames = samples.reshape(-1, self._fmt.channels)
+        for channel, pauses in enumerate(self._pauses):
+            resumed = pauses.feed(np.ascontiguousarray(frames[:, channel]))
+            if pauses.spoke and pauses.silence_ms >= self._policy.complete_ms:
+                pauses.mark()
+                # The pump sends Finalize right after this audio, before any that follows it.
+                self._finalize_at.append(self._buffer.end + len(pcm))
+            if not resumed:
+                settled = not self._words_pending[channel] and not self._finalize_at
+                for event in self._joiners[channel].on_pause(pauses.silence_ms, settled=settled):
+                    await self._emit_final(event)
+
+    async def _flush_held(self, *, idle_s: float = 0.0) -> None:
+        """Held finals go out: the stream ends, or the client has sent no audio for `idle_s`."""
+        if anyio.current_time() - self._last_audio_at < idle_s:
+            return
+        for joiner in self._joiners:
+            for event in joiner.flush():
+                await self._emit_final(event)
+
+    async def _emit_final(self, event: TranscriptEvent) -> None:
+        self._latencies_s.append(self._buffer.end / self._bytes_per_s - event.end)
+        await self._emit(event)
 
     async def events(self) -> AsyncIterator[TranscriberEvent]:
         async with self._receive_events:
@@ -220,6 +274,7 @@ class DeepgramStream:
                             await self._emit(TranscriberStatus("recovered"))
                         outage_since, attempt = None, 0
                         if await self._serve(connection):
+                            await self._flush_held()  # the close may have cut short the pump's own flush
                             self._log_summary()
                             return
                         reason = "connection closed by Deepgram"
@@ -259,6 +314,9 @@ class DeepgramStream:
         self._last_message_at = anyio.current_time()
         self._overdue_from: float | None = None
         self._unfinalized_since = self._finalize_sent_at = None
+        self._words_pending = [False] * self._fmt.channels  # the old connection's interims are void
+        self._finalizes_sent = 0
+        self._finalize_answers = [0] * self._fmt.channels  # from_finalize results, per channel
         outcome: list[BaseException] = []
         closed = anyio.Event()
 
@@ -293,11 +351,19 @@ class DeepgramStream:
         keepalive_s = self._settings.deepgram_keepalive_s
         last_send = anyio.current_time()
         while True:
-            chunk = self._buffer.read(self._sent, self._max_send)
-            if chunk and len(chunk) < self._min_send and not self._finishing:
+            if self._finalize_at and self._sent >= self._finalize_at[0]:
+                self._finalize_at.popleft()
+                self._turn_finalizes += 1
+                self._finalize_sent_at = anyio.current_time()  # the watchdog reconnects if it goes unanswered
+                await self._finalize(connection)
+                continue
+            # Up to the next pause's Finalize at most: a Finalize after later audio would cut its words.
+            limit = min(self._max_send, self._finalize_at[0] - self._sent) if self._finalize_at else self._max_send
+            chunk = self._buffer.read(self._sent, limit)
+            if chunk and len(chunk) < min(self._min_send, limit) and not self._finishing:
                 with anyio.move_on_after(COALESCE_WAIT_S):
                     await self._wait_for_audio()
-                chunk = self._buffer.read(self._sent, self._max_send)
+                chunk = self._buffer.read(self._sent, limit)
             if chunk:
                 await connection.send_media(chunk)
                 self._sent += len(chunk)
@@ -309,6 +375,8 @@ class DeepgramStream:
             if self._finishing:
                 await self._end_of_stream(connection, closed)
                 return
+            if self._joiners and self._policy is not None:
+                await self._flush_held(idle_s=self._policy.incomplete_ms / 1000)
             await self._watchdog(connection)
             with anyio.move_on_after(max(0.05, min(keepalive_s - (anyio.current_time() - last_send), 0.5))):
                 await self._wait_for_audio()
@@ -335,17 +403,23 @@ class DeepgramStream:
         if waiting or silent:
             self._log.warning("deepgram.final_overdue", waited_s=bound, silent=silent)
             self._finalize_sent_at = now
-            await connection.send_finalize()
+            await self._finalize(connection)
+
+    async def _finalize(self, connection: Any) -> None:
+        self._finalizes_sent += 1
+        await connection.send_finalize()
 
     async def _end_of_stream(self, connection: Any, closed: anyio.Event) -> None:
         """After `stop`: Finalize, wait for its results, CloseStream, read until Deepgram closes."""
         self._finalize_answered = anyio.Event()
-        await connection.send_finalize()
+        await self._finalize(connection)  # answered once every channel has answered it, and all before it
         with anyio.move_on_after(self._settings.deepgram_finalize_timeout_s):
             await self._finalize_answered.wait()
+        await self._flush_held()
         await connection.send_close_stream()
         with anyio.move_on_after(CLOSE_WAIT_S):
             await closed.wait()
+        await self._flush_held()  # anything the close itself finalized
         self._stream_ended = True
 
     # --- results ----------------------------------------------------------------------------------------------
@@ -381,14 +455,22 @@ class DeepgramStream:
             if words:
                 if self._unfinalized_since is None:
                     self._unfinalized_since = anyio.current_time()
-                await self._emit(self._piece(words, channel, origin_s, is_final=False, utterance_end=False))
+                self._words_pending[channel] = True
+                interim = self._piece(words, channel, origin_s, is_final=False, utterance_end=False)
+                await self._emit(self._joiners[channel].on_interim(interim) if self._joiners else interim)
             return
 
         self._unfinalized_since = self._finalize_sent_at = None
+        self._words_pending[channel] = False
         if result.from_finalize:
-            self._finalize_answered.set()
+            self._finalize_answers[channel] += 1
+            if min(self._finalize_answers) >= self._finalizes_sent:
+                self._finalize_answered.set()
         speech_final = bool(result.speech_final)
         pieces = _split_by_speaker(words)
+        if self._joiners:
+            await self._join(channel, origin_s, pieces, result)
+            return
         for index, piece in enumerate(pieces):
             last = index == len(pieces) - 1
             await self._emit(self._piece(piece, channel, origin_s, is_final=True, utterance_end=last and speech_final))
@@ -403,8 +485,21 @@ class DeepgramStream:
         commit_s = min(self._committed_s)
         self._buffer.commit(int(commit_s * self._fmt.sample_rate) * self._fmt.frame_bytes)
 
+    async def _join(self, channel: int, origin_s: float, pieces: list[list[Any]], result: Any) -> None:
+        """Finals through the joiner: it decides when the utterance is over (TURN_DETECTION=text)."""
+        for piece in pieces:
+            event = self._piece(piece, channel, origin_s, is_final=True, utterance_end=False)
+            for out in self._joiners[channel].on_final(event, self._pauses[channel].silence_ms):
+                await (self._emit_final(out) if out.is_final else self._emit(out))
+        if pieces:
+            self._delivered_s[channel] = origin_s + pieces[-1][-1].end
+        self._committed_s[channel] = max(self._committed_s[channel], origin_s + result.start + result.duration)
+        self._buffer.commit(int(min(self._committed_s) * self._fmt.sample_rate) * self._fmt.frame_bytes)
+
     async def _on_utterance_end(self, message: Any) -> None:
         """UtteranceEnd after a final that did not close the utterance: an empty final carries the flag."""
+        if self._joiners:
+            return  # the joiner closes every utterance itself
         channels = getattr(message, "channel", None) or [0]
         channel = channels[0]
         if 0 <= channel < self._fmt.channels and self._utterance_open[channel]:
@@ -440,6 +535,7 @@ class DeepgramStream:
         await self._send_events.send(event)
 
     async def _fail(self, code: ErrorCode, message: str) -> None:
+        await self._flush_held()  # words Deepgram already finalized are the client's, whatever comes next
         await self._emit(TranscriberFailure(code, message, fatal=True))
 
     def _log_summary(self) -> None:
@@ -449,6 +545,7 @@ class DeepgramStream:
             connections=self._connections,
             audio_s=round(self._buffer.end / self._bytes_per_s, 2),
             utterances=len(latencies),
+            turn_finalizes=self._turn_finalizes,
             speech_end_to_final_p50_s=round(statistics.median(latencies), 3) if latencies else None,
             speech_end_to_final_max_s=round(latencies[-1], 3) if latencies else None,
         )

@@ -1,26 +1,39 @@
 """Cutting one channel's audio into utterances with a VAD, and deciding when to decode them.
 
 Pure, synchronous logic: it says *what* to decode and when; the engine decides *where* (worker threads).
+When an utterance ends is the turn policy's call (turns.py): at the decode-ahead point the engine reads the
+words and gives the segmenter a `TurnCue`, which ends the utterance at once or sets how long its pause may last.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from presales_ws.transcribers.turns import TurnCue, TurnPolicy
+
 SAMPLE_RATE_HZ = 16000
 WINDOW_SAMPLES = 512  # Silero VAD's 32 ms window at 16 kHz
 PRE_ROLL_MS = 224  # kept before speech starts so first words are not clipped (7 windows)
-TRAIL_MS = 192  # silence kept after the last speech window of a final
 MIN_SPEECH_MS = 96  # shorter bursts (clicks, breaths) are not utterances: Whisper would invent words
 NEGATIVE_MARGIN = 0.15  # hysteresis: speech continues until the probability drops this far below the threshold
 
 Samples = npt.NDArray[np.float32]
 VoiceProbability = Callable[[Samples], float]
+
+
+@dataclass(slots=True)
+class Ahead:
+    """A decode-ahead awaiting its words: where it cuts the utterance, and how long the pause there lasted."""
+
+    key: tuple[float, int]
+    length: int  # utterance windows it holds (speech + the short silence)
+    pause: int  # silent windows after the speech at that point (grows until the speaker goes on)
+    speech_end: int  # window index just past its last speech window
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +45,12 @@ class Decode:
     start: float
     end: float
     utterance_end: bool
-    # An interim of exactly the audio the final will hold if the silence lasts: decoded ahead, so the final
-    # needs no decode of its own when endpointing confirms it.
+    # An interim of exactly the audio the final will hold if the silence lasts (speech + the policy's short
+    # silence): decoded ahead, so the final needs no decode of its own, and its words decide the turn.
     speculative: bool = False
+    # A final's pauses whose words had not been read when it closed (audio came faster than the decoder):
+    # `UtteranceSegmenter.split` cuts it at those whose words ended the turn.
+    cuts: tuple[Ahead, ...] = ()
 
     @property
     def key(self) -> tuple[float, int]:
@@ -47,23 +63,37 @@ def _ms_to_windows(ms: float) -> int:
 
 
 class UtteranceSegmenter:
-    """Feeds 16 kHz float audio through a VAD; emits interim decodes while speech goes on and a final at its end."""
+    """Feeds 16 kHz float audio through a VAD; emits interim decodes while speech goes on and a final at its end.
+
+    The words decide each pause after the fact: a cue arrives a decode after its decode-ahead, and by then the
+    speaker may have gone on (a loaded decoder, or audio sent faster than real time). A pause whose words ended
+    the turn, and that lasted long enough for them, still ends the utterance there; what followed starts the
+    next one. So the outcome depends on the audio, not on how fast the decoder was.
+    """
 
     def __init__(
         self,
         vad: VoiceProbability,
         *,
         threshold: float = 0.5,
-        endpointing_ms: int = 500,
+        policy: TurnPolicy | None = None,
         interim_interval_ms: int = 1000,
         max_utterance_s: float = 20.0,
     ) -> None:
         self._vad = vad
         self._threshold = threshold
-        self._endpoint_windows = _ms_to_windows(endpointing_ms)
+        self._policy = policy or TurnPolicy()
+        # The pause that ends an utterance until its words are read (a cue arrives a decode after the pause).
+        self._default_endpoint_windows = _ms_to_windows(self._policy.silence_ms(TurnCue.UNSURE))
+        self._endpoint_windows = self._default_endpoint_windows
         self._interim_windows = _ms_to_windows(interim_interval_ms)
         self._max_windows = _ms_to_windows(max_utterance_s * 1000)
-        self._trail_windows = _ms_to_windows(TRAIL_MS)
+        self._trail_windows = _ms_to_windows(self._policy.decode_ahead_ms)  # silence kept after speech in a final
+        self._aheads: list[Ahead] = []  # this utterance's decode-aheads whose cue has not come
+        # Until the current pause's cue arrives, the pause may not end the utterance on the default wait alone:
+        # the words may say "wait longer". The longest wait still holds, whatever the decoder does.
+        self._awaiting_cue = False
+        self._longest_windows = _ms_to_windows(max(self._policy.silence_ms(c) for c in TurnCue))
         self._min_speech_windows = _ms_to_windows(MIN_SPEECH_MS)
         self._pre_roll: deque[Samples] = deque(maxlen=_ms_to_windows(PRE_ROLL_MS))
         self._pending = np.zeros(0, dtype=np.float32)
@@ -106,6 +136,60 @@ class UtteranceSegmenter:
         decode = self._close_utterance(utterance_end=True, keep_windows=len(self._utterance))
         return [decode] if decode else []
 
+    def cue(self, key: tuple[float, int], cue: TurnCue) -> list[Decode]:
+        """The words of the decode-ahead `key` read `cue`. If its pause lasted long enough for them (a complete
+        sentence: the short silence it was decoded at), the utterance ends there: its final, and, if the speaker
+        has since gone on, a decode-ahead for the new utterance's pause in progress. If the pause is still on,
+        `cue` sets how long it may last. A cue for a pause the speaker cut short, or for an utterance already
+        closed, changes nothing."""
+        ahead = next((a for a in self._aheads if a.key == key), None)
+        if ahead is None or not self._in_speech:
+            return []
+        live = ahead is self._aheads[-1] and self._silent_run > 0 and ahead.pause == self._silent_run
+        need = self._need(cue)
+        if ahead.pause >= need:
+            return self._end_at(ahead, live=live)
+        if live:
+            self._awaiting_cue = False
+            self._endpoint_windows = need
+        else:
+            self._aheads.remove(ahead)  # the speaker went on before this pause could end anything
+        return []
+
+    def split(self, final: Decode, cues: Mapping[tuple[float, int], TurnCue]) -> list[Decode]:
+        """A final that closed before the words of its pauses were read, cut where they ended the turn: the
+        same utterances the cues would have made had they come in time."""
+        pieces: list[Decode] = []
+        total = -(-len(final.audio) // WINDOW_SAMPLES)
+        begin = 0  # window offset in the final of the piece being built
+        for ahead in final.cuts:
+            cue = cues.get(ahead.key)
+            resumed = ahead.length - self._trail_windows + ahead.pause
+            after = total - resumed  # windows said after the pause: too few to be speech, no cut
+            if cue is None or ahead.length <= begin or after < self._min_speech_windows:
+                continue
+            if ahead.pause < self._need(cue):
+                continue
+            pieces.append(self._piece(final, begin, ahead.length, ahead.speech_end, utterance_end=True))
+            begin = max(ahead.length, resumed - (self._pre_roll.maxlen or 0))
+        if not pieces:
+            return [replace(final, cuts=())]
+        speech_end = round(final.end * SAMPLE_RATE_HZ / WINDOW_SAMPLES)
+        return [*pieces, self._piece(final, begin, total, speech_end, utterance_end=final.utterance_end)]
+
+    def _need(self, cue: TurnCue) -> int:
+        """Windows of silence after the speech that `cue` needs to end the utterance."""
+        if cue is TurnCue.COMPLETE and not self._policy.fixed:
+            return self._trail_windows
+        return max(self._trail_windows + 1, _ms_to_windows(self._policy.silence_ms(cue)))
+
+    @staticmethod
+    def _piece(final: Decode, begin: int, stop: int, speech_end: int, *, utterance_end: bool) -> Decode:
+        audio = final.audio[begin * WINDOW_SAMPLES : stop * WINDOW_SAMPLES]
+        start = final.start + begin * WINDOW_SAMPLES / SAMPLE_RATE_HZ
+        end = min(start + len(audio) / SAMPLE_RATE_HZ, speech_end * WINDOW_SAMPLES / SAMPLE_RATE_HZ)
+        return Decode(audio=audio, is_final=True, start=round(start, 3), end=round(end, 3), utterance_end=utterance_end)
+
     def _window(self, window: Samples) -> Decode | None:
         probability = self._vad(window)
         index = self._windows_seen
@@ -126,14 +210,21 @@ class UtteranceSegmenter:
 
         self._utterance.append(window)
         if probability >= self._threshold - NEGATIVE_MARGIN:
+            if self._silent_run:  # the speaker went on: the pause's own wait is over (its cue may still cut)
+                self._awaiting_cue = False
+                self._endpoint_windows = self._default_endpoint_windows
             self._silent_run = 0
             self._last_speech = index
             self._speech_windows += 1
             self._since_interim += 1
         else:
             self._silent_run += 1
+            if self._aheads and self._aheads[-1].pause == self._silent_run - 1:
+                self._aheads[-1].pause = self._silent_run  # the latest decode-ahead's pause goes on
 
-        if self._silent_run >= self._endpoint_windows:
+        if (self._silent_run >= self._endpoint_windows and not self._awaiting_cue) or (
+            self._silent_run >= self._longest_windows
+        ):
             keep = len(self._utterance) - self._silent_run + self._trail_windows
             return self._close_utterance(utterance_end=True, keep_windows=keep)
         if len(self._utterance) >= self._max_windows:
@@ -141,18 +232,58 @@ class UtteranceSegmenter:
         if self._silent_run == self._trail_windows < self._endpoint_windows and (
             self._speech_windows >= self._min_speech_windows
         ):
-            # The final's audio is all here now (speech + TRAIL_MS); only the wait for endpointing is left.
-            return self._decode(
-                is_final=False, keep_windows=len(self._utterance), utterance_end=False, speculative=True
-            )
+            # The final's audio is all here now (speech + the short silence): decode it, and let its words
+            # say how long this pause may last (`cue`).
+            return self._decode_ahead()
         if self._since_interim >= self._interim_windows and self._silent_run == 0:
             self._since_interim = 0
             return self._decode(is_final=False, keep_windows=len(self._utterance), utterance_end=False)
         return None
 
+    def _decode_ahead(self) -> Decode:
+        """The utterance up to the short silence into the current pause, as a speculative interim."""
+        length = len(self._utterance) - self._silent_run + self._trail_windows
+        decode = self._decode(is_final=False, keep_windows=length, utterance_end=False, speculative=True)
+        speech_end = self._utterance_start + len(self._utterance) - self._silent_run
+        self._aheads.append(Ahead(decode.key, length, self._silent_run, speech_end))
+        self._awaiting_cue = not self._policy.fixed
+        return decode
+
+    def _end_at(self, ahead: Ahead, *, live: bool) -> list[Decode]:
+        """The turn ended at `ahead`'s pause: its final; whatever was said after it is the next utterance."""
+        if live:
+            decode = self._close_utterance(utterance_end=True, keep_windows=ahead.length)
+            return [decode] if decode else []
+        final = self._decode(
+            is_final=True, keep_windows=ahead.length, utterance_end=True, speech_end_window=ahead.speech_end
+        )
+        # Speech resumed `ahead.pause` windows after the speech end: keep a pre-roll before it, drop the rest.
+        resumed = ahead.length - self._trail_windows + ahead.pause
+        first = max(ahead.length, resumed - (self._pre_roll.maxlen or 0))
+        self._utterance = self._utterance[first:]
+        self._utterance_start += first
+        self._speech_windows = max(self._min_speech_windows, len(self._utterance) - self._silent_run)
+        self._since_interim = 0
+        # Later pauses keep their decode-aheads, now counted from the new start: their words still end with
+        # what was said at that pause, so their cue still holds (the final is decoded again, without the
+        # sentence that went before).
+        later = self._aheads[self._aheads.index(ahead) + 1 :]
+        for other in later:
+            other.length -= first
+        self._aheads = [a for a in later if a.length > 0]
+        decodes = [final]
+        live = bool(self._aheads) and self._aheads[-1].pause == self._silent_run > 0
+        if not live:
+            self._awaiting_cue = False
+            self._endpoint_windows = self._default_endpoint_windows
+            if self._silent_run >= self._trail_windows:
+                decodes.append(self._decode_ahead())  # the new utterance is already in a pause: read it too
+        return decodes
+
     def _close_utterance(self, *, utterance_end: bool, keep_windows: int) -> Decode | None:
+        cuts = tuple(replace(a) for a in self._aheads if a.length < keep_windows)  # frozen copies
         decode = (
-            self._decode(is_final=True, keep_windows=keep_windows, utterance_end=utterance_end)
+            self._decode(is_final=True, keep_windows=keep_windows, utterance_end=utterance_end, cuts=cuts)
             if self._speech_windows >= self._min_speech_windows
             else None
         )
@@ -161,6 +292,9 @@ class UtteranceSegmenter:
         self._speech_windows = 0
         self._silent_run = 0
         self._since_interim = 0
+        self._aheads = []
+        self._awaiting_cue = False
+        self._endpoint_windows = self._default_endpoint_windows
         if utterance_end:
             self._in_speech = False
             self._pre_roll.extend(leftover)
@@ -169,11 +303,21 @@ class UtteranceSegmenter:
             self._utterance_start = self._windows_seen
         return decode
 
-    def _decode(self, *, is_final: bool, keep_windows: int, utterance_end: bool, speculative: bool = False) -> Decode:
+    def _decode(
+        self,
+        *,
+        is_final: bool,
+        keep_windows: int,
+        utterance_end: bool,
+        speculative: bool = False,
+        speech_end_window: int | None = None,
+        cuts: tuple[Ahead, ...] = (),
+    ) -> Decode:
         windows = self._utterance[:keep_windows]
         audio = np.concatenate(windows) if windows else np.zeros(0, dtype=np.float32)
         start = self._utterance_start * WINDOW_SAMPLES / SAMPLE_RATE_HZ
-        end = min(start + len(audio) / SAMPLE_RATE_HZ, (self._last_speech + 1) * WINDOW_SAMPLES / SAMPLE_RATE_HZ)
+        speech_end = self._last_speech + 1 if speech_end_window is None else speech_end_window
+        end = min(start + len(audio) / SAMPLE_RATE_HZ, speech_end * WINDOW_SAMPLES / SAMPLE_RATE_HZ)
         return Decode(
             audio=audio,
             is_final=is_final,
@@ -181,4 +325,5 @@ class UtteranceSegmenter:
             end=round(end, 3),
             utterance_end=utterance_end,
             speculative=speculative,
+            cuts=cuts,
         )

