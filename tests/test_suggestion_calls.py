@@ -88,7 +88,8 @@ async def test_a_question_cut_by_a_pause_is_asked_once_whole_and_never_as_its_fr
     closing = closing_line(caplog, session_id)
     assert closing is not None
     assert closing["suggestions_asked"] == 1 and closing["suggestions_sent"] == 1
-    assert closing["suggestions_held"] == 1 and closing["suggestions_merged"] == 1
+    # Held by the prompter and merged, or never cut at all by an engine that waits out unfinished words.
+    assert closing["suggestions_held"] == closing["suggestions_merged"] <= 1
 
 
 async def test_statements_cost_no_call(server: LiveServer, service: RecordingService) -> None:
