@@ -8,7 +8,7 @@ question: end of its speech (the wall time the frame holding its last sample was
 call (the moment the prompter judged it complete: the engine's eager interim, or the final), -> first
 suggestion message (a partial one, when streamed), -> the complete one; per run: calls per answered question.
 
-    .venv/bin/python -m bench.suggestions --before b1aa6d8    # and main's prompter at that commit, side by side
+    .venv/bin/python -m bench.suggestions --before 85b253f    # and the prompter of that commit, side by side
     .venv/bin/python -m bench.suggestions --quick             # one file, one kind (the smoke test); writes nothing
 """
 
@@ -51,9 +51,12 @@ QUESTIONS = [
 ]
 STATEMENTS = ["integrations_answer_us.wav", "onboarding_answer_us.wav"]
 CALLS = ["questions_call_two_channel.wav", "call_two_channel.wav"]
-# LOCAL_ENDPOINTING_MS 256: the final right after the decode-ahead (192 ms into the pause), as the lead's
-# end-of-turn engine will give it for complete sentences; a stand-in for that engine until it lands.
-CONFIGS = {"main's engine (endpointing 500 ms)": "500", "early final, a stand-in for end of turn (256 ms)": "256"}
+# The embedded engine as main runs it (a pause ends a turn as soon as its words read complete), and with
+# its fixed rule (every pause of 500 ms ends an utterance), under which the prompter's own hold does the work.
+CONFIGS = {
+    "end of turn from the words (TURN_DETECTION=text, the default)": {"TURN_DETECTION": "text"},
+    "fixed 500 ms endpointing (TURN_DETECTION=off)": {"TURN_DETECTION": "off"},
+}
 
 
 @dataclass
@@ -191,10 +194,9 @@ async def main_async(quick: bool, before: str | None) -> str:
         running(stand_in_target, None, Path(logs)) as stand_in,
     ):
         base = f"http://127.0.0.1:{stand_in.port}"
-        for config, endpointing_ms in configs.items():
+        for number, (config, env) in enumerate(configs.items()):
             lines.append(f"| *{config}* | | | | | | | | |")
-            env = {"LOCAL_ENDPOINTING_MS": endpointing_ms}
-            if before and endpointing_ms == "500":
+            if before and number == 0:
                 with tree_at(before) as tree:
                     for label, kind in list(KINDS.items())[:2]:  # it could not read a stream
                         run = await measure(base, kind, {**env, "PYTHONPATH": str(tree)}, files)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from presales_ws.protocol import Status, Suggestion
+from presales_ws.protocol import Status, Suggestion, Transcript
 from tests.conftest import LiveServer, make_settings
 from tests.support import MANIFEST, transcribe_file
 
@@ -110,3 +110,20 @@ def closing_line(caplog: pytest.LogCaptureFixture, session_id: str | None) -> di
         ):
             return event
     return None
+
+
+async def test_with_the_fixed_turn_rule_the_prompter_holds_the_fragment_and_merges_it(
+    service: RecordingService,
+) -> None:
+    # TURN_DETECTION=off: every 500 ms pause ends an utterance, so the engine cuts "Could you tell me how".
+    live = LiveServer(make_settings(suggester_url=f"{service.server.http_url}/suggest", turn_detection="off")).start()
+    try:
+        service.questions.clear()
+        messages, _ = await transcribe_file(live.ws_url, "paused_question_gb.wav", speed=1.0)
+    finally:
+        live.stop()
+    finals = [m for m in messages if isinstance(m, Transcript) and m.is_final and m.text]
+    assert len(finals) == 2  # the fragment was a final of its own
+    (asked,) = service.questions
+    assert asked.lower().startswith("could you tell me how your pricing works"), asked
+    assert [m.question for m in messages if isinstance(m, Suggestion)] == [asked]
