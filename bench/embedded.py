@@ -74,7 +74,7 @@ def load_fixtures() -> list[Fixture]:
                 continue
             utterances = entry["utterances"]
             path = manifest.parent / entry["file"]
-            paused = bool(entry.get("paused") or entry.get("pause_s") or any("pause_s" in u for u in utterances))
+            paused = any("pause_start_s" in u for u in utterances)  # paused.json: a 700 ms pause inside
             default_set = "espeak" if manifest.name == "fixtures.json" else manifest.stem
             fixtures.append(
                 Fixture(
@@ -150,7 +150,9 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
-async def measure_config(env: dict[str, str], fixtures: list[Fixture], capacity_file: Fixture | None) -> Figures:
+async def measure_config(
+    env: dict[str, str], fixtures: list[Fixture], capacity_file: Fixture | None, verbose: bool = False
+) -> Figures:
     figures = Figures()
     settings = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", "MAX_SESSIONS": "100", **env}
     with tempfile.TemporaryDirectory(prefix="presales-embedded-") as log_dir:
@@ -160,7 +162,10 @@ async def measure_config(env: dict[str, str], fixtures: list[Fixture], capacity_
             figures.rss_mib = server.rss_kib() / 1024
             cpu_before = server.cpu_s()
             for fixture in fixtures:
-                figures.results.append(await stream(server.url, fixture))
+                figures.results.append(result := await stream(server.url, fixture))
+                if verbose:
+                    latency = "-" if result.latency_s is None else ms(result.latency_s)
+                    print(f"   {fixture.path.name:28} {latency:>5} ms  {result.finals} finals  {result.hypothesis}")
                 figures.audio_s += read_wav(fixture.path).duration_s
             figures.cpu_s = server.cpu_s() - cpu_before
             if capacity_file is not None:
@@ -220,18 +225,18 @@ def set_rows(name: str, figures: Figures) -> list[str]:
     return rows
 
 
-async def measure(quick: bool, only: list[str]) -> str:
+async def measure(quick: bool, only: list[str], verbose: bool = False, capacity_steps: bool = True) -> str:
     fixtures = load_fixtures()
     if quick:
         seen: set[str] = set()
         fixtures = [f for f in fixtures if not (f.set in seen or seen.add(f.set))]  # type: ignore[func-returns-value]
     long_sentences = [f for f in fixtures if not f.paused]
-    capacity_file = None if quick else max(long_sentences, key=lambda f: f.speech_end_s)
+    capacity_file = None if quick or not capacity_steps else max(long_sentences, key=lambda f: f.speech_end_s)
     configs = {k: v for k, v in CONFIGS.items() if not only or k in only}
     results: dict[str, Figures] = {}
     for name, env in configs.items():
         print(f"-- {name}", flush=True)
-        results[name] = await measure_config(env, fixtures, capacity_file)
+        results[name] = await measure_config(env, fixtures, capacity_file, verbose)
     lines = [
         "| engine | set | files | WER | end of speech -> final p50 ms | p95 ms | split by a 700 ms pause |",
         "|---|---|---|---|---|---|---|",
@@ -263,10 +268,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one fixture per set, no capacity; writes nothing")
     parser.add_argument("--only", action="append", default=[], help="a configuration name (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="a line per fixture: latency, finals, words")
+    parser.add_argument("--no-capacity", action="store_true", help="skip the capacity steps; writes nothing")
     args = parser.parse_args()
-    table = anyio.run(measure, args.quick, args.only)
+    table = anyio.run(measure, args.quick, args.only, args.verbose, not args.no_capacity)
     print(table)
-    if not (args.quick or args.only):
+    if not (args.quick or args.only or args.no_capacity):
         write_section(
             "BENCHMARKS.md",
             "embedded-engines",

@@ -554,14 +554,14 @@ def stats(values: list[float]) -> str:
 
 
 def machine_section(command: str) -> str:
-    import uvicorn
-
     from presales_ws.app import create_app  # noqa: F401 - the versions below are the ones the server imports
+    from presales_ws.config import Settings
+    from presales_ws.server import uvicorn_config
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), platform.processor())
     versions = ", ".join(f"{name} {_version(name)}" for name in VERSIONS_OF)
-    config = uvicorn.Config(app=_no_app, log_config=None)
+    config = uvicorn_config(_no_app, Settings())
     config.load()
     server_core, load_core = cores()
     pinning = (
@@ -576,14 +576,14 @@ def machine_section(command: str) -> str:
 - {os.cpu_count()} cores, {model}; load average at start {", ".join(f"{x:.2f}" for x in os.getloadavg())}
 - {pinning}
 - Python {platform.python_version()}; {versions}
-- uvicorn "auto" resolves to: ws `{config.ws_protocol_class.__name__ if config.ws_protocol_class else "-"}`,
+- uvicorn protocols: ws `{config.ws_protocol_class.__name__ if config.ws_protocol_class else "-"}`,
   http `{getattr(config.http_protocol_class, "__name__", "-")}`, loop {_loop_name()} (same settings for every server:
-  `bench/peers/__init__.py` copies `presales-ws serve`'s uvicorn.Config)
+  `bench/peers/__init__.py` uses `presales-ws serve`'s uvicorn.Config, server.uvicorn_config)
 """
 
 
 async def _no_app(scope: Any, receive: Any, send: Any) -> None:
-    """Only for asking uvicorn which classes "auto" resolves to."""
+    """Only for asking uvicorn which protocol classes the configuration resolves to."""
 
 
 def _version(name: str) -> str:

@@ -17,17 +17,14 @@ from presales_ws.wavfile import read_wav
 
 FRAME_MS = 20  # what the extension sends: 50 frames a second
 FAST_SPEED = 1.9  # without --realtime: just under the server's default rate limit (2x real time)
-GRACEFUL_SHUTDOWN_MARGIN_S = 5  # uvicorn's own graceful timeout, after our drain
 KEY_VARIABLE = "PRESALES_WS_KEY"  # the key from the environment keeps it out of shell history and `ps`
 
 
 def serve(args: argparse.Namespace) -> int:
     """uvicorn with the settings from the environment, draining sessions on SIGTERM (see server.py)."""
-    import uvicorn
-
     from presales_ws.app import create_app
     from presales_ws.config import ConfigError, load_settings
-    from presales_ws.server import DrainingServer
+    from presales_ws.server import DrainingServer, uvicorn_config
 
     try:
         settings = load_settings()
@@ -35,18 +32,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"presales-ws: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=args.host or settings.host,
-        port=settings.port if args.port is None else args.port,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        ws_max_size=4 * max(settings.max_frame_bytes, settings.max_text_frame_bytes),
-        # No permessage-deflate: PCM hardly compresses, and zlib per message cost ~10% of the server's CPU and
-        # ~37 KiB per idle session in docs/BENCHMARKS.md ("What we tried").
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + GRACEFUL_SHUTDOWN_MARGIN_S,
-        log_config=None,
+    config = uvicorn_config(
+        app, settings, host=args.host or settings.host, port=settings.port if args.port is None else args.port
     )
     DrainingServer(config, app.state.service).run()
     return 0

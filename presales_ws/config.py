@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     heartbeat_interval_s: float = 15.0
     heartbeat_timeout_s: float = 45.0
+    send_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
     max_frame_bytes: int = 64 * 1024
     max_text_frame_bytes: int = 256 * 1024
     outbox_max_messages: int = 512
@@ -147,6 +149,8 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         turn_incomplete_ms=env.int("TURN_INCOMPLETE_MS", defaults.turn_incomplete_ms),
         heartbeat_interval_s=env.float("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s),
         heartbeat_timeout_s=env.float("HEARTBEAT_TIMEOUT_S", defaults.heartbeat_timeout_s),
+        send_timeout_s=env.float("SEND_TIMEOUT_S", defaults.send_timeout_s),
+        header_timeout_s=env.float("HEADER_TIMEOUT_S", defaults.header_timeout_s),
         max_frame_bytes=env.int("MAX_FRAME_BYTES", defaults.max_frame_bytes),
         max_text_frame_bytes=env.int("MAX_TEXT_FRAME_BYTES", defaults.max_text_frame_bytes),
         outbox_max_messages=env.int("OUTBOX_MAX_MESSAGES", defaults.outbox_max_messages),
@@ -215,6 +219,8 @@ def _check_ranges(s: Settings) -> None:
         ("LOCAL_VAD_THRESHOLD", 0 < s.local_vad_threshold < 1, "must be between 0 and 1"),
         ("HEARTBEAT_INTERVAL_S", s.heartbeat_interval_s > 0, "must be > 0"),
         ("HEARTBEAT_TIMEOUT_S", s.heartbeat_timeout_s > s.heartbeat_interval_s, "must exceed HEARTBEAT_INTERVAL_S"),
+        ("SEND_TIMEOUT_S", 0.5 <= s.send_timeout_s <= 60, "must be 0.5-60"),
+        ("HEADER_TIMEOUT_S", 1 <= s.header_timeout_s <= 120, "must be 1-120"),
         ("MAX_FRAME_BYTES", 1024 <= s.max_frame_bytes <= 16 * 1024 * 1024, "must be 1 KiB-16 MiB"),
         ("MAX_TEXT_FRAME_BYTES", 1024 <= s.max_text_frame_bytes <= 16 * 1024 * 1024, "must be 1 KiB-16 MiB"),
         ("OUTBOX_MAX_MESSAGES", s.outbox_max_messages >= 16, "must be >= 16"),

@@ -1,4 +1,4 @@
-"""uvicorn, with a graceful drain in front of its shutdown.
+"""uvicorn, configured once, with bounded connections and a graceful drain in front of its shutdown.
 
 On SIGTERM uvicorn closes every WebSocket at once (1012), cutting the finals still in flight. This server
 first drains: /health turns 503 and new sessions are refused at once, every live session flushes its finals
@@ -11,13 +11,51 @@ import asyncio
 import signal
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
+from presales_ws.config import Settings
 from presales_ws.logs import get_logger
 from presales_ws.service import Service
+from presales_ws.transport.http import BoundedH11Protocol
+from presales_ws.transport.limits import LimitedConfig, TransportLimits
+from presales_ws.transport.websocket import BoundedWebSocketProtocol
 
 log = get_logger("presales_ws.server")
+
+GRACEFUL_SHUTDOWN_MARGIN_S = 5  # uvicorn's own graceful timeout, after our drain
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The one uvicorn configuration: `presales-ws serve`, the test servers and the benchmarks' peers use it.
+
+    The protocols are chosen, not "auto": h11 (a bounded request head; httptools has no limit) and
+    websockets-sansio, each subclassed in `transport/` for what uvicorn leaves unbounded. `ws_max_queue`
+    is not set: only uvicorn's legacy `websockets` protocol reads it; websockets-sansio stops reading the
+    socket while one message waits for the app, which bounds what a client can queue.
+    """
+    options: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        http=BoundedH11Protocol,
+        ws=BoundedWebSocketProtocol,
+        ws_max_size=4 * max(settings.max_frame_bytes, settings.max_text_frame_bytes),
+        # No permessage-deflate: PCM hardly compresses, and zlib per message cost ~10% of the server's CPU and
+        # ~37 KiB per idle session in docs/BENCHMARKS.md ("What we tried").
+        ws_per_message_deflate=False,
+        # Protocol-level keepalive, under our own heartbeat: a peer that answers no ping for 20 s after one is
+        # sent is closed (and reset, transport/websocket.py), whatever the app is doing.
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_keep_alive=5,  # an idle keep-alive HTTP connection, between requests
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + GRACEFUL_SHUTDOWN_MARGIN_S,
+        log_config=None,
+    )
+    options.update(overrides)
+    return LimitedConfig(app, limits=TransportLimits.from_settings(settings), **options)
 
 
 class DrainingServer(uvicorn.Server):

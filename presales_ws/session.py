@@ -1,8 +1,9 @@
 """One WebSocket session on /ws/session: audio in, transcripts out.
 
 A session is one anyio task group: the receive loop, the transcript forwarder, the heartbeat and the single
-writer run side by side. Whatever ends first (a disconnect, `stop`, an idle client, a failure) cancels the
-others, and the `finally` blocks release what the session held: its transcriber stream, its registry entry.
+writer run side by side. Whatever ends first (a disconnect, `stop`, an idle client, a client that stopped
+reading, a failure) cancels the others, and the `finally` blocks release what the session held: its
+transcriber stream, its registry entry.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ from presales_ws.transcribers.base import (
     TranscriberStream,
     TranscriptEvent,
 )
+from presales_ws.transport.websocket import abort_connection
 
 STOP_FLUSH_TIMEOUT_S = 30.0  # after `stop`, the transcriber has this long to return the last finals
-CLOSE_TIMEOUT_S = 5.0  # a close handshake with a client that stopped reading gives up after this
+CLOSE_TIMEOUT_S = 5.0  # a close that cannot even be written (the client stopped reading) gives up after this
 
 log = get_logger("presales_ws.session")
 
@@ -170,7 +172,7 @@ class Session:
         )
         try:
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
-                self.outbox.put(
+                self._queue(
                     self._encode(
                         Status(
                             "ready",
@@ -213,17 +215,32 @@ class Session:
     # --- the four tasks --------------------------------------------------------------------------------------
 
     async def send_loop(self) -> None:
-        """The only writer of the socket."""
+        """The only writer of the socket, each write bounded by SEND_TIMEOUT_S.
+
+        A client that stops reading fills the socket's buffers, and then a write waits for it forever: the
+        session would stay open (and a drain wait) until the client left. A write that cannot go out in time
+        ends the session as `client_too_slow` (4499) and resets the connection: a close frame could not be
+        written either.
+        """
         while True:
             item = await self.outbox.get()
             if isinstance(item, Close):
                 await self._close(item.code, item.reason)
                 self.task_group.cancel_scope.cancel()
                 return
-            try:
-                await self.websocket.send({"type": "websocket.send", "text": item.decode()})
-            except Exception:  # the client went away mid-send: the receive loop sees the disconnect too
-                self.close_code = self.close_code or int(CloseCode.GOING_AWAY)
+            with anyio.move_on_after(self.settings.send_timeout_s) as write:
+                try:
+                    await self.websocket.send({"type": "websocket.send", "text": item.decode()})
+                except Exception:  # the client went away mid-send: the receive loop sees the disconnect too
+                    self.close_code = self.close_code or int(CloseCode.GOING_AWAY)
+                    self.task_group.cancel_scope.cancel()
+                    return
+            if write.cancelled_caught:
+                self.log.warning(
+                    "session.client_too_slow", detail="writes stalled", stalled_s=self.settings.send_timeout_s
+                )
+                self.close_code = int(CloseCode.CLIENT_TOO_SLOW)
+                abort_connection(self.websocket.scope)
                 self.task_group.cancel_scope.cancel()
                 return
 
@@ -260,7 +277,7 @@ class Session:
         if self.stopping:
             if self.prompter is not None:
                 await self.prompter.finish()  # and the answers to questions already asked
-            self.outbox.put(self._encode(Status("closed", reason=self.end_reason)))
+            self._queue(self._encode(Status("closed", reason=self.end_reason)))
             self.outbox.close(self.end_code, self.end_reason)
         else:
             self.send_error("transcriber_failed", "the transcriber stream ended unexpectedly")
@@ -279,7 +296,7 @@ class Session:
                 self.outbox.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
                 return
             if now >= next_ping:
-                self.outbox.put(self._encode(Ping(ts=round(time.time(), 3))))
+                self._queue(self._encode(Ping(ts=round(time.time(), 3))))
                 next_ping = now + interval
             await anyio.sleep(max(0.0, min(next_ping, deadline) - now))
 
@@ -296,7 +313,7 @@ class Session:
             self.check_sequence(message.sequence)
             await self.on_audio(stream, decode_base64_pcm(message.data, self.format))
         elif isinstance(message, Ping):
-            self.outbox.put(self._encode(Pong(ts=message.ts)))
+            self._queue(self._encode(Pong(ts=message.ts)))
         elif isinstance(message, Stop):
             await self.on_stop(stream)
         # Pong: its arrival already counted as a sign of life.
@@ -341,7 +358,7 @@ class Session:
         self.stopping = True
         self.end_code, self.end_reason = int(code), reason
         if announce:
-            self.outbox.put(self._encode(Status("closing", reason=reason)))
+            self._queue(self._encode(Status("closing", reason=reason)))
         self.log.info("session.ending", reason=reason, audio_s=round(self.format.seconds(self.bytes_in), 2))
         await stream.finish()
         self.task_group.start_soon(self._stop_deadline)
@@ -394,10 +411,10 @@ class Session:
             if self.prompter is not None:
                 self.prompter.on_transcript(message, eager=event.eager)
             if roles_changed:
-                self.outbox.put(self._encode(Status("roles", roles=self.tracker.roles)))
+                self._queue(self._encode(Status("roles", roles=self.tracker.roles)))
         elif isinstance(event, TranscriberStatus):
             self.log.info("transcriber.status", state=event.state, reason=event.reason)
-            self.outbox.put(self._encode(Status(event.state, reason=event.reason)))
+            self._queue(self._encode(Status(event.state, reason=event.reason)))
         elif isinstance(event, TranscriberFailure):
             self.log.warning("transcriber.failure", code=event.code, detail=event.message, fatal=event.fatal)
             self.send_error(event.code, event.message)
@@ -405,11 +422,7 @@ class Session:
                 self.outbox.close(CloseCode.INTERNAL_ERROR, event.code)
 
     def _put_transcript(self, message: Transcript) -> None:
-        try:
-            self.outbox.put(self._encode(message), droppable=not message.is_final)
-        except OutboxOverflow as exc:
-            self.log.warning("session.client_too_slow", detail=str(exc))
-            self.outbox.close_now(CloseCode.CLIENT_TOO_SLOW, "client not reading")
+        if not self._queue(self._encode(message), droppable=not message.is_final):
             return
         if message.is_final:
             self.finals_sent += 1
@@ -417,11 +430,18 @@ class Session:
             self.interims_sent += 1
 
     def _put_suggestion(self, message: Suggestion) -> None:
+        self._queue(self._encode(message))  # kept like a final: it is what the consultant is waiting for
+
+    def _queue(self, payload: bytes, *, droppable: bool = False) -> bool:
+        """Queue a message for the writer; when even messages that are never dropped back up (finals, pongs,
+        statuses), the client is not reading: close with 4499 at once, without what is queued."""
         try:
-            self.outbox.put(self._encode(message))  # kept like a final: it is what the consultant is waiting for
+            self.outbox.put(payload, droppable=droppable)
         except OutboxOverflow as exc:
             self.log.warning("session.client_too_slow", detail=str(exc))
             self.outbox.close_now(CloseCode.CLIENT_TOO_SLOW, "client not reading")
+            return False
+        return True
 
     # --- plumbing --------------------------------------------------------------------------------------------
 
@@ -438,8 +458,10 @@ class Session:
         self.close_code = int(code)
         if self.websocket.application_state != WebSocketState.CONNECTED:
             return
-        with anyio.move_on_after(CLOSE_TIMEOUT_S), contextlib.suppress(Exception):  # the client may be gone
+        with anyio.move_on_after(CLOSE_TIMEOUT_S) as scope, contextlib.suppress(Exception):  # the client may be gone
             await self.websocket.close(code, reason)
+        if scope.cancelled_caught:  # not even the close frame could be written: the client stopped reading
+            abort_connection(self.websocket.scope)
 
     async def _refuse(self, code: ErrorCode, message: str, close_code: int) -> None:
         """Say why and close, outside the task group (which is already gone)."""

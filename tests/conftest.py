@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from presales_ws.app import create_app
 from presales_ws.config import Settings
+from presales_ws.server import uvicorn_config
 from presales_ws.service import Service
 
 T = TypeVar("T")
@@ -36,13 +37,8 @@ class LiveServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            lifespan="on",
-            ws_max_size=4 * settings.max_frame_bytes,
-            timeout_graceful_shutdown=5,
-        )
+        # `presales-ws serve`'s configuration (protocols and limits included), on our own socket.
+        config = uvicorn_config(self.app, settings, lifespan="on", timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 

@@ -3,7 +3,9 @@
 Fixture audio has digital silence around every utterance, so a speech region is a run of non-zero samples.
 The first 800 samples of a region identify which scripted utterance it is (audio arrives losslessly), and its
 words are spread evenly over the utterance's length. Timings are on each connection's own clock, as
-Deepgram's are. It can misbehave on cue (`Plan`) the way real connections do.
+Deepgram's are. Finals come when a pause reaches `endpointing` (timed on the audio), and in answer to
+Finalize and CloseStream; unlike Deepgram, none every few seconds inside long speech. It can misbehave on
+cue (`Plan`) the way real connections do.
 
 Run standalone for manual checks: `python -m tests.deepgram_server --port 8766 --fixture call_two_channel.wav`.
 
@@ -290,6 +292,12 @@ class _Session:
         gap = int(REGION_GAP_S * self.rate)
         nonzero = np.flatnonzero(x) + track.position
         if len(nonzero):
+            # A pause that reached `endpointing` inside this chunk, before the speech that follows in it, ends
+            # the utterance too: pauses are timed on the audio, whatever the sizes of the messages carrying it.
+            pause = int(nonzero[0]) - track.last_nonzero
+            endpoint = self.endpointing is not None and pause >= self.endpointing
+            if endpoint and track.pending and not self.fake.plan.never_final:
+                await self.finalize(channel, track, from_finalize=False, speech_final=True)
             previous = np.concatenate(([track.last_nonzero], nonzero[:-1]))
             for at in nonzero[nonzero - previous >= gap].tolist():  # a new speech region starts at each
                 region = _Pending(None, at)

@@ -228,10 +228,44 @@ async def test_twelve_seconds_of_silence_keep_the_stream_open_with_keepalive(sta
     assert fake.connections[0].control.count("KeepAlive") >= 2
 
 
+async def test_pauses_as_long_as_endpointing_end_each_turn_with_no_watchdog(start: Start) -> None:
+    """The call's pauses are exactly the default `endpointing` (1 s). The test server once timed pauses only at
+    the end of each message it received, so a pause that ended inside one went unseen: no turn got a final,
+    and the watchdog's Finalize, every 5 s, was the only source of finals (2,370 in a 30-session soak)."""
+    fake, server = start(
+        Script.from_manifest(CALL, speakers={0: 1, 1: 0}, mono_mix=True),
+        deepgram_endpointing_ms=1000,
+        deepgram_final_watchdog_s=2.5,
+        turn_detection="off",  # Deepgram's endpointing alone: the service sends no Finalize at pauses
+    )
+    messages, close_code = await stream(server, call_mono_pcm(), speed=2.0)
+    assert close_code == 1000
+    assert texts(messages) == CALL_TURNS
+    # Each turn ended by the pause after it (the last one by `stop`: the call ends 0.5 s after its last word).
+    assert [m.utterance_end for m in finals(messages)] == [True, True, True, False]
+    assert fake.connections[0].control == ["Finalize", "CloseStream"]
+
+
+async def test_watchdog_leaves_speech_whole_while_the_words_keep_coming(start: Start) -> None:
+    """A final held back while speech goes on (here the test server's: pauses shorter than `endpointing`, and
+    no periodic finals) is not overdue: the watchdog, timed from the last new word, sends no Finalize that
+    would cut a sentence. Timed from the first interim, it did, every `deepgram_final_watchdog_s`."""
+    fake, server = start(
+        Script.from_manifest(CALL, speakers={0: 1, 1: 0}, mono_mix=True),
+        deepgram_endpointing_ms=1500,  # longer than the call's 1 s pauses: one stretch of speech, 15 s long
+        deepgram_final_watchdog_s=2.5,
+        turn_detection="off",  # Deepgram's endpointing alone: the service sends no Finalize at pauses
+    )
+    messages, close_code = await stream(server, call_mono_pcm(), speed=2.0)
+    assert close_code == 1000
+    assert fake.connections[0].control == ["Finalize", "CloseStream"]  # only `stop`'s: the watchdog never fired
+    assert " ".join(texts(messages)) == " ".join(CALL_TURNS)
+
+
 async def test_watchdog_asks_for_a_final_that_never_comes(start: Start) -> None:
     file = "two_sentences_us.wav"
     fake, server = start(Script.from_manifest(file), Plan(never_final=True), deepgram_final_watchdog_s=1.0)
-    pcm = read_wav(FIXTURES / file).pcm
+    pcm = read_wav(FIXTURES / file).pcm + bytes(3 * 16000 * 2)  # the speech, then 3 s (1.5 s here) of silence
     messages, _ = await stream(server, pcm, speed=2.0)
     # Finals come only from Finalize, so they may cut a sentence: every word arrives once, in order.
     assert " ".join(texts(messages)) == " ".join(u["text"] for u in MANIFEST[file]["utterances"])

@@ -1,7 +1,7 @@
 """Other servers measured with the same load as presales-ws: the transport's limit and an idiomatic peer.
 
-`serve` runs any ASGI app with the uvicorn settings `presales-ws serve` uses (cli.py), so a difference in
-the figures is the application's, not the server's configuration.
+`serve` runs any ASGI app with the uvicorn configuration `presales-ws serve` uses (server.uvicorn_config:
+the same protocols and limits), so a difference in the figures is the application's, not the server's.
 """
 
 from __future__ import annotations
@@ -12,23 +12,12 @@ from typing import Any
 import uvicorn
 
 from presales_ws.config import Settings
-
-_DEFAULTS = Settings()
-WS_MAX_SIZE = 4 * max(_DEFAULTS.max_frame_bytes, _DEFAULTS.max_text_frame_bytes)  # as cli.serve
+from presales_ws.server import uvicorn_config as service_uvicorn_config
 
 
 def uvicorn_config(app: Any, port: int, host: str = "127.0.0.1") -> uvicorn.Config:
-    """cli.serve's uvicorn.Config: ws, loop and http left on "auto" as there, the same frame limit, no deflate."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        ws_max_size=WS_MAX_SIZE,
-        ws_per_message_deflate=False,
-        log_config=None,
-    )
+    """cli.serve's uvicorn.Config, with the default settings."""
+    return service_uvicorn_config(app, Settings(), host=host, port=port)
 
 
 def serve(app: Any, description: str) -> None:

@@ -157,7 +157,9 @@ class DeepgramStream:
         self._receive_events: MemoryObjectReceiveStream[TranscriberEvent]
         self._send_events, self._receive_events = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
         self._last_message_at = 0.0
-        self._unfinalized_since: float | None = None  # first interim with words since the last final
+        # While no final has come: when the interims last brought new words, and where those words end.
+        self._unfinalized_since: float | None = None
+        self._interim_end_s: float | None = None
         self._finalize_sent_at: float | None = None
         self._connections = 0
         self._latencies_s: list[float] = []
@@ -313,7 +315,7 @@ class DeepgramStream:
         self._origin = self._sent = self._sent_at_last_message = self._buffer.start
         self._last_message_at = anyio.current_time()
         self._overdue_from: float | None = None
-        self._unfinalized_since = self._finalize_sent_at = None
+        self._unfinalized_since = self._finalize_sent_at = self._interim_end_s = None
         self._words_pending = [False] * self._fmt.channels  # the old connection's interims are void
         self._finalizes_sent = 0
         self._finalize_answers = [0] * self._fmt.channels  # from_finalize results, per channel
@@ -389,7 +391,10 @@ class DeepgramStream:
         self._new_audio = anyio.Event()
 
     async def _watchdog(self, connection: Any) -> None:
-        """Speech went out but no final came back: ask for one; if even that goes unanswered, reconnect."""
+        """Speech ended (the interims stopped growing) but no final came back: ask for one; if even that goes
+        unanswered, reconnect. Timed from the last new word, not the first: while speech goes on, Deepgram may
+        hold a final back for several seconds (its own cadence, `endpointing` after a pause), and a Finalize
+        then would cut the sentence in two."""
         now = anyio.current_time()
         bound = self._settings.deepgram_final_watchdog_s
         if self._finalize_sent_at is not None:
@@ -453,14 +458,15 @@ class DeepgramStream:
         words = [w for w in (alternative.words if alternative else []) if origin_s + w.end > delivered]
         if not result.is_final:
             if words:
-                if self._unfinalized_since is None:
-                    self._unfinalized_since = anyio.current_time()
+                end_s = origin_s + words[-1].end
+                if self._interim_end_s is None or end_s > self._interim_end_s:  # new words: still speaking
+                    self._interim_end_s, self._unfinalized_since = end_s, anyio.current_time()
                 self._words_pending[channel] = True
                 interim = self._piece(words, channel, origin_s, is_final=False, utterance_end=False)
                 await self._emit(self._joiners[channel].on_interim(interim) if self._joiners else interim)
             return
 
-        self._unfinalized_since = self._finalize_sent_at = None
+        self._unfinalized_since = self._finalize_sent_at = self._interim_end_s = None
         self._words_pending[channel] = False
         if result.from_finalize:
             self._finalize_answers[channel] += 1

@@ -41,10 +41,10 @@ from presales_ws.transcribers.base import (
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy, turn_cue
 from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
 
-# A decode of a sentence takes ~85 ms (see WhisperDecoder) and a speaking stream asks for about one a second.
-# Measured (bench/speech_latency.py, 2 threads): 12 streams keep end-of-speech -> final within 1.2x of one
-# stream's; 16 come close to doubling it on a noisy run. So 6 per decode thread, and `transcriber_busy` beyond.
-STREAMS_PER_THREAD = 6
+# A stream that speaks without pause costs the server ~0.2 s of CPU per second of audio (Moonshine finals and
+# decode-aheads, tiny.en interims, VAD; bench/embedded.py). 4 streams per decode thread keep 2 cores under
+# ~1.6 busy when every stream speaks at once; `transcriber_busy` beyond (docs/BENCHMARKS.md: capacity).
+STREAMS_PER_THREAD = 4
 EVENT_BUFFER = 64
 MAX_READ_AHEAD = 32  # decode-aheads remembered per channel until their utterance's final
 MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is falling behind real time
@@ -318,9 +318,8 @@ class _Channel:
         self.wake = anyio.Event()
         self.finished = False
         self.interim_shown = False  # an interim with text is on the client's screen for this utterance
-        self.speculated: tuple[tuple[float, int], str, float | None] | None = None  # key, text, confidence
-        # The words of recent decode-aheads, and what they said of the turn: a final that closed before they
-        # were read is cut by them (UtteranceSegmenter.split), and its first piece reuses their decode.
+        # The words of recent decode-aheads, and what they said of the turn: a final of the same audio needs no
+        # decode of its own, and a final that closed before they were read is cut by them (segmenter.split).
         self.read_ahead: dict[tuple[float, int], tuple[TurnCue, str, float | None]] = {}
         self.waiting_interim: anyio.CancelScope | None = None  # an interim waiting for a thread
 
@@ -401,13 +400,10 @@ class LocalStream:
             if job.cuts:
                 cues = {key: cue for key, (cue, _, _) in channel.read_ahead.items()}
                 channel.jobs.extendleft(reversed(channel.segmenter.split(job, cues)))
-                channel.read_ahead.clear()
                 continue
             ahead = channel.read_ahead.get(job.key) if job.is_final else None
-            if job.is_final and channel.speculated is not None and channel.speculated[0] == job.key:
-                _, text, confidence = channel.speculated  # decoded ahead, while the pause was still going on
-            elif ahead is not None:
-                _, text, confidence = ahead
+            if ahead is not None:
+                _, text, confidence = ahead  # decoded ahead, while the pause was still going on
             else:
                 try:
                     decoded = await self._decode(channel, job)
@@ -420,7 +416,6 @@ class LocalStream:
                 if decoded is None:
                     continue  # an interim superseded while it waited for a thread
                 text, confidence = decoded
-            channel.speculated = (job.key, text, confidence) if job.speculative else None
             eager = False
             if job.speculative:
                 cue = turn_cue(text) if text else TurnCue.UNSURE
