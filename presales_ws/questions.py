@@ -82,3 +82,43 @@ def is_question(text: str) -> bool:
     if first.split("'")[0] in INTERROGATIVES:  # "what's", "how'd": the contraction carries the auxiliary
         return True
     return first in AUXILIARIES and bool(rest) and rest[0] in SUBJECTS
+
+
+# Words a finished sentence does not end on: the speaker paused mid-question ("Could you tell me how...").
+# Auxiliaries are left out ("Do you know what the price is?"), and so are "this"/"that"/"it" ("Can you do that?").
+OPEN_ENDINGS = frozenset(
+    {
+        "how", "what", "when", "where", "why", "who", "whom", "which", "whose", "whether", "if",
+        "and", "or", "but", "because", "than", "so",
+        "a", "an", "the", "my", "your", "our", "their", "his", "her", "its",
+        "um", "uh", "erm", "er", "like",
+    }
+)  # fmt: skip
+# "in", "on", "up", "over" are left out: they end questions as particles ("How do we log in?", "sign on").
+PREPOSITIONS = frozenset(
+    {
+        "with", "for", "to", "of", "at", "about", "from", "into", "via", "without",
+        "between", "during", "per", "across", "against",
+    }
+)  # fmt: skip
+# A question that opens with one of these may end on a preposition: the wh-word is its object ("What is it for?",
+# "Which CRMs do you integrate with?"). "How do you integrate with" has no such object: it is unfinished.
+STRANDING_OPENERS = frozenset({"what", "which", "who", "whom", "whose", "where"})
+
+
+def is_unfinished(text: str) -> bool:
+    """True when the words stop where a sentence cannot: on a wh-word, conjunction, article or possessive, or on
+    a preposition with nothing for it to govern. Punctuation is ignored: recognisers add "?" to fragments too."""
+    lowered = text.lower().replace("\u2019", "'")
+    tokens = _WORD.findall(lowered)
+    ending = lowered.rstrip(' ?.!,;:"').split()
+    if not tokens or not ending or ending[-1] != tokens[-1]:  # "sign-on", "SOC 2": the text does not end on a word
+        return False
+    last = tokens[-1]
+    if last in OPEN_ENDINGS:
+        return True
+    if last not in PREPOSITIONS:
+        return False
+    opening = [t for t in tokens if t not in FILLERS]
+    stranded = len(opening) > 2 and opening[0].split("'")[0] in STRANDING_OPENERS  # not "What about"
+    return not stranded

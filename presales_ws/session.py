@@ -208,7 +208,7 @@ class Session:
                 interims_sent=self.interims_sent,
                 interims_dropped=self.outbox.dropped,
                 errors_sent=self.errors_sent,
-                suggestions_sent=self.prompter.sent if self.prompter else 0,
+                **(self.prompter.tally.fields() if self.prompter else {}),
                 close_code=self.close_code,
             )
 
@@ -409,7 +409,7 @@ class Session:
             )
             self._put_transcript(message)
             if self.prompter is not None:
-                self.prompter.on_transcript(message)
+                self.prompter.on_transcript(message, eager=event.eager)
             if roles_changed:
                 self._queue(self._encode(Status("roles", roles=self.tracker.roles)))
         elif isinstance(event, TranscriberStatus):

@@ -1,8 +1,9 @@
 """The live terminal view of `presales-ws stream`: what a person watching a call in a terminal sees.
 
-On a terminal the bottom line is live (a progress bar and the current interims, rewritten in place with
-`\\r`); finals, statuses and errors scroll above it. Anywhere else (a pipe, a file, CI) every message is
-one plain line and nothing is rewritten, so the output can be read and grepped.
+On a terminal the bottom line is live (a progress bar, the current interims and any answer still being
+written, rewritten in place with `\\r`); finals, statuses, errors and complete suggestions scroll above it.
+Anywhere else (a pipe, a file, CI) every message is one plain line and nothing is rewritten, so the output
+can be read and grepped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class TerminalView:
         self.words = 0
         self.latencies_s: list[float] = []
         self._interims: dict[int, str] = {}
+        self._writing: dict[tuple[int, float, float], str] = {}  # a streamed answer so far, per question
         self._live_drawn = False
         self._last_redraw = 0.0
 
@@ -67,6 +69,23 @@ class TerminalView:
             details.pop("state", None)
             self._print(f"status {message.state} {details}" if details else f"status {message.state}")
         elif isinstance(message, Suggestion):
+            self._suggestion(message)
+
+    def _suggestion(self, message: Suggestion) -> None:
+        """A streamed answer is rewritten on the live line as it grows (a line each in a pipe), then printed."""
+        key = (message.channel, message.start, message.end)
+        if message.partial:
+            line = f"suggestion … {message.question} -> {message.response}"
+            if self.tty:
+                self._writing[key] = line
+                self._redraw(force=True)
+            else:
+                self._print(line)
+            return
+        self._writing.pop(key, None)
+        if not message.response:
+            self._print(f"suggestion withdrawn (the answer broke off): {message.question}")
+        else:
             self._print(f"suggestion ({message.confidence:.2f}) {message.question} -> {message.response}")
 
     def progress(self) -> None:
@@ -123,6 +142,7 @@ class TerminalView:
             bar = "█" * filled + "░" * (PROGRESS_BAR_CHARS - filled)
             pieces.append(f"{bar} {done:4.0%} {self.clock.audio_s:5.1f}/{self.total_audio_s:.1f} s")
         pieces.extend(self._interims[channel] for channel in sorted(self._interims))
+        pieces.extend(self._writing.values())
         width = shutil.get_terminal_size((100, 24)).columns - 1
         self.out.write(CLEAR_LINE + "  │  ".join(pieces)[:width])
         self._live_drawn = True

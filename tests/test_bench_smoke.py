@@ -71,3 +71,14 @@ async def test_speech_latency_measures_a_sentence_and_its_suggestion() -> None:
     assert "| 1 |" in rows["end of speech -> final transcript"]  # one sentence, one final
     assert "| 1 |" in rows["end of a question -> suggestion"]
     assert "Utterances with no final: 0" in table
+
+
+@pytest.mark.anyio
+async def test_suggestion_bench_counts_the_calls_and_times_the_answer() -> None:
+    from bench.suggestions import main_async
+
+    table = await main_async(quick=True, before=None)
+    (row,) = [line for line in table.splitlines() if line.startswith("| this branch |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:5] == ["instant", "1", "1", "1 (0 superseded, 0 on statements)"]  # one question, one call
+    assert cells[5] == "**1.00**"

@@ -66,7 +66,6 @@ CALL_URL = "http://call.test/"  # answered by the test (context.route): no netwo
 WAIT_S = 30.0
 
 
-
 def extension_id(manifest_key: str) -> str:
     """Chrome's id for a public key: the first 128 bits of its SHA-256, as letters a-p."""
     digest = hashlib.sha256(base64.b64decode(manifest_key)).hexdigest()[:32]

@@ -1,4 +1,5 @@
-"""The prompter's timing rules: speculation on interims, one lookup per question, supersession, timeouts."""
+"""The prompter's rules: one call per question (speculation on eager interims only), held fragments, partial
+answers, supersession, timeouts."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 import structlog
 
 from presales_ws.audio import ArrivalClock
+from presales_ws.lookups import Tally
 from presales_ws.prompter import Prompter
 from presales_ws.protocol import Suggestion, Transcript
 from presales_ws.speakers import Role
-from presales_ws.suggesters.base import Answer, ContextLine
+from presales_ws.suggesters.base import Answer, ContextLine, PartialSink
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -27,9 +29,13 @@ class SlowSuggester:
 
     name = "slow"
 
-    def __init__(self, delay_s: float = 0.2, fail: bool = False) -> None:
+    def __init__(self, delay_s: float = 0.2, fail: bool = False, pieces: int = 0, broken: bool = False) -> None:
+        """`pieces` > 0: write the answer in that many pieces over `delay_s`, like a streaming LLM (`broken`:
+        and then fail instead of finishing)."""
         self.delay_s = delay_s
         self.fail = fail
+        self.pieces = pieces
+        self.broken = broken
         self.asked: list[str] = []
         self.finished: list[str] = []
         self.contexts: list[list[ContextLine]] = []
@@ -40,14 +46,28 @@ class SlowSuggester:
     async def aclose(self) -> None:
         return None
 
-    async def suggest(self, question: str, context: Sequence[ContextLine], session_id: str) -> Answer | None:
+    async def suggest(
+        self,
+        question: str,
+        context: Sequence[ContextLine],
+        session_id: str,
+        on_partial: PartialSink | None = None,
+    ) -> Answer | None:
         self.asked.append(question)
         self.contexts.append(list(context))
-        await anyio.sleep(self.delay_s)
+        response = f"answer to: {question}"
+        for n in range(1, self.pieces + 1):
+            await anyio.sleep(self.delay_s / self.pieces)
+            if on_partial is not None:
+                on_partial(Answer(f"{response} ({n} of {self.pieces})", 0.9, "http"))
+        if self.broken:
+            return None
+        if not self.pieces:
+            await anyio.sleep(self.delay_s)
         if self.fail:
             raise RuntimeError("suggester broke")
         self.finished.append(question)
-        return Answer(f"answer to: {question}", 0.9, "http")
+        return Answer(response, 0.9, "http")
 
 
 def piece(
@@ -91,40 +111,140 @@ async def prompter_for(
         tg.cancel_scope.cancel()
 
 
-async def test_an_interim_question_is_looked_up_before_its_final_which_reuses_the_answer() -> None:
+async def test_an_eager_interim_starts_the_lookup_and_its_final_reuses_the_answer() -> None:
     suggester = SlowSuggester(delay_s=0.3)
     async with prompter_for(suggester) as (prompter, sent):
-        prompter.on_transcript(piece(QUESTION, final=False))
-        await anyio.sleep(0.45)  # endpointing: the final comes later; the wording held, the lookup started
+        prompter.on_transcript(piece(QUESTION, final=False), eager=True)  # the engine: complete if silence lasts
+        await anyio.sleep(0.2)  # endpointing: the final comes later
         prompter.on_transcript(piece(QUESTION, final=True))
         assert not sent  # only a final question is answered on the wire
         await anyio.sleep(0.2)
         assert [s.question for s in sent] == [QUESTION]  # sooner than a lookup started by the final (0.3 s)
     assert suggester.asked == [QUESTION]
+    assert prompter.tally == Tally(asked=1, speculative=1, sent=1)
 
 
-async def test_a_newer_reading_supersedes_the_older_lookup_and_only_the_final_one_is_answered() -> None:
-    suggester = SlowSuggester(delay_s=0.2)
+async def test_plain_interims_never_cost_a_call_however_much_they_read_like_a_question() -> None:
+    suggester = SlowSuggester(delay_s=0.05)
     async with prompter_for(suggester) as (prompter, sent):
-        prompter.on_transcript(piece("Does your platform support single", final=False))
+        for reading in ("Does your platform support single", "Does your platform support single sign-on", QUESTION):
+            prompter.on_transcript(piece(reading, final=False))
+            await anyio.sleep(0.3)  # every wording held longer than any settling time
+        assert not suggester.asked
+        prompter.on_transcript(piece(QUESTION, final=True))
+        await anyio.sleep(0.2)
+    assert suggester.asked == [QUESTION] and [s.question for s in sent] == [QUESTION]
+    assert prompter.tally.speculative == 0
+
+
+async def test_a_newer_eager_reading_supersedes_the_older_lookup_and_only_the_final_one_is_answered() -> None:
+    suggester = SlowSuggester(delay_s=0.2)
+    first = "Does your platform support single sign-on?"
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece(first, final=False), eager=True)  # a pause, then the speaker went on
         await anyio.sleep(0.05)
-        prompter.on_transcript(piece("Does your platform support single sign-on", final=False))
+        prompter.on_transcript(piece(QUESTION, final=False), eager=True)
         await anyio.sleep(0.05)
         prompter.on_transcript(piece(QUESTION, final=True))
-        await anyio.sleep(0.4)
-    # The superseded readings were cancelled before they cost the suggester anything.
-    assert suggester.asked == suggester.finished == [QUESTION]
+        await anyio.sleep(0.3)
+    assert suggester.asked == [first, QUESTION] and suggester.finished == [QUESTION]  # the first was cancelled
     assert [s.question for s in sent] == [QUESTION]
+    assert prompter.tally == Tally(asked=2, speculative=2, superseded=1, sent=1)
+
+
+async def test_a_plain_interim_with_more_words_cancels_the_speculation_the_speaker_went_on() -> None:
+    suggester = SlowSuggester(delay_s=0.3)
+    first = "Do you support single sign-on?"
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece(first, final=False), eager=True)
+        await anyio.sleep(0.05)
+        prompter.on_transcript(piece(f"{first} And what about SCIM", final=False))
+        await anyio.sleep(0.4)
+        assert suggester.asked == [first] and not suggester.finished
+    assert not sent and prompter.tally.superseded == 1
 
 
 async def test_a_question_that_turns_into_a_statement_is_not_answered() -> None:
     suggester = SlowSuggester(delay_s=0.1)
     async with prompter_for(suggester) as (prompter, sent):
-        prompter.on_transcript(piece("Do you support single sign", final=False))  # a recogniser's early guess
-        await anyio.sleep(0.3)  # the wording held long enough for the suggester to be asked
+        prompter.on_transcript(piece("Do you support single sign on", final=False), eager=True)  # an early guess
+        await anyio.sleep(0.05)
         prompter.on_transcript(piece("Due to support costs we picked Okta.", final=True))
         await anyio.sleep(0.3)
     assert suggester.asked and not suggester.finished and not sent
+    assert prompter.tally == Tally(asked=1, speculative=1, superseded=1)
+
+
+async def test_an_unfinished_question_waits_for_its_speaker_and_is_asked_once_whole() -> None:
+    suggester = SlowSuggester(delay_s=0.05)
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece("Could you tell me how?", final=False, end=4.5), eager=True)
+        prompter.on_transcript(piece("Could you tell me how?", final=True, end=4.5))  # cut by a pause
+        await anyio.sleep(0.3)
+        assert not suggester.asked  # not the fragment, not even speculatively
+        prompter.on_transcript(piece("Your pricing works for large teams", final=False, end=5.0))
+        prompter.on_transcript(piece("Your pricing works for large teams?", final=False, end=5.0), eager=True)
+        prompter.on_transcript(piece("Your pricing works for large teams?", final=True, end=5.0))
+        await anyio.sleep(0.2)
+    whole = "Could you tell me how your pricing works for large teams?"
+    assert suggester.asked == [whole]
+    assert [(s.question, s.start, s.end) for s in sent] == [(whole, 0.5, 5.0)]
+    assert prompter.tally == Tally(asked=1, speculative=1, sent=1, held=1, merged=1)
+
+
+async def test_an_unfinished_question_nobody_continues_is_asked_as_it_was_after_the_pause() -> None:
+    suggester = SlowSuggester(delay_s=0.01)
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece("Do you integrate with", final=True, end=2.5))  # its audio came 2.5 s ago
+        await anyio.sleep(0.05)
+        assert not suggester.asked
+        await anyio.sleep(0.6)  # the pause (1.5 s) and the engine's reporting time (1.2 s) ran out 0.2 s in
+        assert [s.question for s in sent] == ["Do you integrate with"]
+    assert suggester.asked == ["Do you integrate with"] and prompter.tally.held == 1 and not prompter.tally.merged
+
+
+async def test_another_speakers_final_ends_the_wait_for_a_held_question() -> None:
+    suggester = SlowSuggester(delay_s=0.01)
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece("Can you tell me what the price is for", final=True, end=4.8, speaker_id=1))
+        prompter.on_transcript(piece("Sure.", final=True, end=4.9, speaker="consultant", speaker_id=0))
+        await anyio.sleep(0.1)
+    assert suggester.asked == ["Can you tell me what the price is for"] and len(sent) == 1
+
+
+async def test_a_streaming_answer_reaches_the_client_as_partials_then_once_complete() -> None:
+    suggester = SlowSuggester(delay_s=0.3, pieces=30)  # a piece every 10 ms
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece(QUESTION, final=True))
+        await anyio.sleep(0.5)
+    *partials, complete = sent
+    assert partials and all(s.partial for s in partials) and not complete.partial
+    assert 1 <= len(partials) <= 4  # 30 pieces in 0.3 s, forwarded at most every 100 ms
+    assert [s.response for s in partials] == sorted(s.response for s in partials)  # each one further on
+    assert complete.response == f"answer to: {QUESTION}"
+    assert prompter.tally.partials == len(partials) and prompter.tally.sent == 1
+
+
+async def test_a_speculative_streaming_answer_is_shown_only_once_its_question_is_confirmed() -> None:
+    suggester = SlowSuggester(delay_s=0.4, pieces=4)
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece(QUESTION, final=False), eager=True)
+        await anyio.sleep(0.25)  # two pieces are written
+        assert not sent
+        prompter.on_transcript(piece(QUESTION, final=True))
+        await anyio.sleep(0.01)
+        assert [s.response for s in sent] == [f"answer to: {QUESTION} (2 of 4)"]  # the answer so far, at once
+        await anyio.sleep(0.4)
+    assert not sent[-1].partial and sent[-1].response == f"answer to: {QUESTION}"
+
+
+async def test_a_stream_that_breaks_after_partials_withdraws_them() -> None:
+    suggester = SlowSuggester(delay_s=0.1, pieces=2, broken=True)
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece(QUESTION, final=True))
+        await anyio.sleep(0.3)
+    assert sent[0].partial and sent[-1].response == "" and not sent[-1].partial
+    assert prompter.tally.withdrawn == 1 and prompter.tally.sent == 0
 
 
 async def test_the_consultants_questions_are_never_looked_up() -> None:
@@ -198,3 +318,14 @@ def test_the_arrival_clock_interpolates_and_covers_audio_after_its_last_checkpoi
     assert arrivals.arrival(0.15) == pytest.approx(100.15)  # between checkpoints
     assert arrivals.arrival(0.23) == pytest.approx(100.23)  # past the last checkpoint, before the latest frame
     assert arrivals.arrival(0.25) is None  # not here yet
+
+
+async def test_a_reading_superseded_before_its_call_started_costs_nothing() -> None:
+    suggester = SlowSuggester(delay_s=0.05)
+    async with prompter_for(suggester) as (prompter, sent):
+        prompter.on_transcript(piece("Do you support single sign-on?", final=False), eager=True)
+        prompter.on_transcript(piece(QUESTION, final=False), eager=True)  # before the first call could start
+        prompter.on_transcript(piece(QUESTION, final=True))
+        await anyio.sleep(0.2)
+    assert suggester.asked == [QUESTION] and len(sent) == 1
+    assert prompter.tally == Tally(asked=1, speculative=1, sent=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from presales_ws.questions import is_question
+from presales_ws.questions import is_question, is_unfinished
 
 UTTERANCES = [
     # questions, punctuated
@@ -100,3 +100,36 @@ def test_precision_and_recall_on_the_table(capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize(("text", "expected"), UTTERANCES)
 def test_utterance_reads_as_question_or_statement(text: str, expected: bool) -> None:
     assert is_question(text) is expected
+
+
+# Where a question cut by a pause stops, as a recogniser writes it (often with a "?" it was not given).
+ENDINGS = [
+    ("Could you tell me how?", True),
+    ("I was wondering whether", True),
+    ("Do you integrate with", True),
+    ("How do you integrate with?", True),  # "how" is no object for "with"
+    ("Is there a limit for", True),
+    ("Can we connect it to our", True),
+    ("What is the pricing for the", True),
+    ("Does it work with Salesforce and", True),
+    ("So, um, what about", True),
+    ("Could you walk me through, uh", True),
+    # finished questions
+    ("Could you tell me how it works?", False),
+    ("What is it for?", False),  # the wh-word is what "for" governs
+    ("Which CRMs do you integrate with?", False),
+    ("Who do I talk to?", False),
+    ("Where does the data come from", False),
+    ("How do we log in?", False),  # a particle, not a preposition
+    ("Do you support single sign on", False),
+    ("Does your platform support single sign-on?", False),
+    ("Are you SOC 2 certified", False),
+    ("Do you know what the price is?", False),
+    ("Can you do that?", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ENDINGS)
+def test_a_question_cut_mid_sentence_reads_as_unfinished(text: str, expected: bool) -> None:
+    assert is_unfinished(text) is expected

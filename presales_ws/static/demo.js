@@ -92,6 +92,7 @@ class Page {
     this.notice = $("notice");
     this.errors = $("errors");
     this.suggestions = $("suggestions");
+    this.cards = new Map(); // "channel:start:end" of a question -> its card
     this.meters = $("meters");
     this.transcript = new TranscriptView($("transcript"));
     $("url").value = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/session`;
@@ -118,19 +119,35 @@ class Page {
     this.heartbeatLine.textContent = `last heartbeat ${new Date().toLocaleTimeString()}`;
   }
 
+  /**
+   * One card per question. A streaming answer comes as `partial` messages, each holding the response so far:
+   * the card is rewritten in place, then settled by the complete one (or removed if the stream broke).
+   */
   suggestion(message) {
     this.suggestions.querySelector(".empty")?.remove();
-    const card = element("div", "card");
+    const key = `${message.channel}:${message.start}:${message.end}`;
+    let card = this.cards.get(key);
+    if (!message.partial && !message.response) {
+      card?.remove();
+      this.cards.delete(key);
+      return;
+    }
+    if (!card) {
+      card = element("div", "card");
+      this.cards.set(key, card);
+      this.suggestions.prepend(card);
+    }
     const meta = [`confidence ${Math.round(message.confidence * 100)}%`];
     if (message.source) meta.push(`from ${message.source}`);
     if (message.speaker === "unknown") meta.push("speaker not known yet");
-    if (message.latency_ms !== undefined && message.latency_ms !== null) meta.push(`${Math.round(message.latency_ms)} ms`);
-    card.append(
+    if (message.partial) meta.push("writing…");
+    else if (message.latency_ms !== undefined && message.latency_ms !== null) meta.push(`${Math.round(message.latency_ms)} ms`);
+    card.classList.toggle("writing", Boolean(message.partial));
+    card.replaceChildren(
       element("div", "question", message.question),
       element("div", "response", message.response),
       element("div", "meta", meta.join(" · ")),
     );
-    this.suggestions.prepend(card);
   }
 
   showMeters(names) {

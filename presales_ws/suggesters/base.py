@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -24,6 +24,10 @@ class Answer(msgspec.Struct, frozen=True):
     source: SuggestionSource
 
 
+# Where a streaming suggester puts its answer so far (the whole response up to now, not the latest piece).
+PartialSink = Callable[[Answer], None]
+
+
 class SuggesterUnavailable(Exception):
     """The suggester cannot start (unreadable knowledge base, bad URL); the message says what to fix."""
 
@@ -38,4 +42,11 @@ class Suggester(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def suggest(self, question: str, context: Sequence[ContextLine], session_id: str) -> Answer | None: ...
+    async def suggest(
+        self,
+        question: str,
+        context: Sequence[ContextLine],
+        session_id: str,
+        on_partial: PartialSink | None = None,
+    ) -> Answer | None:
+        """The complete answer; a suggester that writes it piece by piece reports each step to `on_partial`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from presales_ws.suggesters.base import Answer, ContextLine, Suggester
+from presales_ws.suggesters.base import Answer, ContextLine, PartialSink, Suggester
 
 
 class Chain:
@@ -20,9 +20,15 @@ class Chain:
         for suggester in self.suggesters:
             await suggester.aclose()
 
-    async def suggest(self, question: str, context: Sequence[ContextLine], session_id: str) -> Answer | None:
+    async def suggest(
+        self,
+        question: str,
+        context: Sequence[ContextLine],
+        session_id: str,
+        on_partial: PartialSink | None = None,
+    ) -> Answer | None:
         for suggester in self.suggesters:
-            answer = await suggester.suggest(question, context, session_id)
+            answer = await suggester.suggest(question, context, session_id, on_partial)
             if answer is not None:
                 return answer
         return None

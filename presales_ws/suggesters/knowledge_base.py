@@ -5,6 +5,8 @@ combines two shares, each 0-1: how much of the phrasing the question covers (its
 phrasing's score against itself) and how much of the question the phrasing covers (the question's terms
 weighted by idf, a term the knowledge base never uses counting as the rarest). Their geometric mean is high
 only when both say "same question": "What are the rate limits of your API?" is not "Is there an API?".
+Then each number, version or name of the question that an entry never mentions multiplies its confidence by
+MISSING_SPECIFIC_FACTOR (`specifics.py`): "Are you SOC 1 certified?" is not the SOC 2 entry's question.
 Below the threshold nothing is suggested: no suggestion is better than a wrong one.
 """
 
@@ -22,7 +24,11 @@ import Stemmer
 import yaml
 
 from presales_ws.questions import AUXILIARIES, FILLERS, INTERROGATIVES, SUBJECTS
-from presales_ws.suggesters.base import Answer, ContextLine, SuggesterUnavailable
+from presales_ws.suggesters.base import Answer, ContextLine, PartialSink, SuggesterUnavailable
+from presales_ws.suggesters.specifics import missing, specifics, vocabulary
+
+# Even a perfect match (1.0) that misses one of the question's specifics falls under the default threshold (0.5).
+MISSING_SPECIFIC_FACTOR = 0.4
 
 # Words every question has: they would only make unrelated questions look alike.
 QUESTION_WORDS = sorted(
@@ -131,6 +137,7 @@ class KnowledgeBaseSuggester:
         self._stemmer = Stemmer.Stemmer("english")
         phrasings = [(index, text) for index, entry in enumerate(self.entries) for text in entry.phrasings]
         self._entry_of = np.array([index for index, _ in phrasings])
+        self._vocabularies = [vocabulary(" ".join([*entry.phrasings, entry.answer])) for entry in self.entries]
         tokens = self._tokens([text for _, text in phrasings])
         self._bm25 = bm25s.BM25()
         self._bm25.index(bm25s.tokenize([" ".join(t) for t in tokens], stopwords=None, show_progress=False),
@@ -175,9 +182,16 @@ class KnowledgeBaseSuggester:
         weights = {term: self._idf.get(term, self._unseen_idf) for term in tokens}
         total = sum(weights.values())
         covering = np.array([sum(w for term, w in weights.items() if term in terms) / total for terms in self._terms])
-        confidence = np.sqrt(covered * covering)
+        confidence = np.sqrt(covered * covering) * self._specifics_factor(question)[self._entry_of]
         best = int(np.argmax(confidence))
         return self.entries[int(self._entry_of[best])], float(confidence[best])
+
+    def _specifics_factor(self, question: str) -> np.ndarray:
+        """Per entry: MISSING_SPECIFIC_FACTOR to the power of the question's specifics it does not mention."""
+        wanted = specifics(question)
+        absent = np.array([missing(wanted, known) for known in self._vocabularies], dtype=np.float64)
+        factor: np.ndarray = MISSING_SPECIFIC_FACTOR**absent
+        return factor
 
     async def start(self) -> None:
         return None
@@ -185,7 +199,13 @@ class KnowledgeBaseSuggester:
     async def aclose(self) -> None:
         return None
 
-    async def suggest(self, question: str, context: Sequence[ContextLine], session_id: str) -> Answer | None:
+    async def suggest(
+        self,
+        question: str,
+        context: Sequence[ContextLine],
+        session_id: str,
+        on_partial: PartialSink | None = None,
+    ) -> Answer | None:
         # A few hundred microseconds for a KB of this size: cheaper inline than a thread hop.
         ranked = self.rank(question)
         if ranked is None or ranked[1] < self.min_confidence:
