@@ -197,9 +197,8 @@ at 0.7, 280 ms after a finished sentence, 840 ms after words with no sign either
 on (Deepgram quotes ~260 ms for the real Flux). So the Flux rows show what the service adds to Flux's decision
 (80 ms audio chunks, the event path), not how well Flux decides, and EagerEndOfTurn per question (each can start a
 suggestion lookup; Flux took back the share shown) is the model's too: real Flux needs its own run. The test
-server cannot hear the pauses of recorded speech (no digital silence: the `real` set and half the `paused` set)
-and does not know the words of the `paused` set's espeak half (it hears "unknown speech"): with endpointing
-alone and on Flux, those finals come from `stop`, so those rows measure the files' trailing silence."""
+server cannot hear the pauses of recorded speech (the `real` set has no digital silence): with endpointing alone
+and on Flux, those finals come from `stop`, so those rows measure the files' trailing silence."""
 
 
 def main() -> None:
