@@ -136,10 +136,14 @@ class FluxStream:
             await self.emit(TranscriberStatus("recovered"))
 
     async def fail(self, code: ErrorCode, message: str) -> None:
-        """A channel cannot go on: one error for the session (both channels share the key), then every channel stops."""
-        if not self._failed:
-            self._failed = True
-            await self.emit(TranscriberFailure(code, message, fatal=True))
+        """A channel cannot go on: one error for the session (both channels share the key), then every channel stops.
+
+        Only the first failing channel stops the others, once its error is out: a cancel while it is being sent
+        would lose it."""
+        if self._failed:
+            return
+        self._failed = True
+        await self.emit(TranscriberFailure(code, message, fatal=True))
         self._cancel.cancel()
 
     def _log_summary(self) -> None:
