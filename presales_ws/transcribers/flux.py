@@ -73,7 +73,6 @@ class FluxStream:
         self._send_events: MemoryObjectSendStream[TranscriberEvent]
         self._receive_events: MemoryObjectReceiveStream[TranscriberEvent]
         self._send_events, self._receive_events = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
-        self._cancel = anyio.CancelScope()
 
     @property
     def settings(self) -> Settings:
@@ -111,12 +110,11 @@ class FluxStream:
                 yield event
 
     async def run(self) -> None:
-        """Every channel's connection, until all have finished or one has failed for good."""
+        """Every channel's connection, until each has finished (or failed for good)."""
         async with self._send_events:
-            with self._cancel:
-                async with anyio.create_task_group() as tg:
-                    for channel in self._channels:
-                        tg.start_soon(channel.run)
+            async with anyio.create_task_group() as tg:
+                for channel in self._channels:
+                    tg.start_soon(channel.run)
             self._log_summary()
 
     # --- what the channels report ----------------------------------------------------------------------------
@@ -136,15 +134,12 @@ class FluxStream:
             await self.emit(TranscriberStatus("recovered"))
 
     async def fail(self, code: ErrorCode, message: str) -> None:
-        """A channel cannot go on: one error for the session (both channels share the key), then every channel stops.
-
-        Only the first failing channel stops the others, once its error is out: a cancel while it is being sent
-        would lose it."""
+        """A channel cannot go on: one error for the session (both channels share the key). The error is fatal:
+        the session closes and cancels the stream; nothing here cancels a channel that may be sending a final."""
         if self._failed:
             return
         self._failed = True
         await self.emit(TranscriberFailure(code, message, fatal=True))
-        self._cancel.cancel()
 
     def _log_summary(self) -> None:
         latencies = sorted(s for channel in self._channels for s in channel.latencies_s)
