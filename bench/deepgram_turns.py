@@ -1,14 +1,18 @@
 """The Deepgram path at the speed of the turn: end of speech -> final, with and without the service's own turn
-detection, against the Deepgram-compatible test server (tests/deepgram_server.py) through the real SDK.
+detection, and on Flux, against the Deepgram-compatible test server (tests/deepgram_server.py) through the real SDK.
 
 The test server behaves like Nova-3's endpointing: a final only after DEEPGRAM_ENDPOINTING_MS of silence
-(1,000 ms, the service's default), or at once in answer to Finalize. Fixtures are streamed at real time in 20 ms
-frames, one session at a time, to `presales-ws serve` in its own process:
+(1,000 ms, the service's default), or at once in answer to Finalize. Its Flux (tests/flux_server.py) ends a turn
+on a model of Flux's end-of-turn confidence (the silence after the words, faster after a finished sentence).
+Fixtures are streamed at real time in 20 ms frames, one session at a time, to `presales-ws serve` in its own
+process:
 
 - **end of speech -> final** on every one-channel fixture (p50 / p95);
 - **split rate**: the espeak sentences with a 700 ms pause inserted mid-sentence, as more than one final;
 - **end of a question -> suggestion** with the sample knowledge base (an instant suggester);
-- **VAD cost**: CPU of the per-channel Silero VAD the turn detection adds, per second of audio.
+- **VAD cost**: CPU of the per-channel Silero VAD the turn detection adds, per second of audio;
+- **Flux's eager end of turn**: EagerEndOfTurn per question (each one can start a suggestion lookup), how many
+  Flux took back (TurnResumed), and how far ahead of the final the eager interim came.
 
     .venv/bin/python -m bench.deepgram_turns           # writes docs/BENCHMARKS.md
     .venv/bin/python -m bench.deepgram_turns --quick   # two fixtures, writes nothing
@@ -29,14 +33,20 @@ import numpy as np
 from bench.embedded import Fixture, Result, load_fixtures, ms, pct, stream
 from bench.perf import Target, running
 from bench.report import write_section
+from presales_ws.questions import is_question
 from presales_ws.transcribers.vad import PauseTracker
 from presales_ws.wavfile import read_wav
-from tests.deepgram_server import FakeDeepgram, Script, ScriptedUtterance
+from tests.deepgram_server import ConnectionRecord, FakeDeepgram, Script, ScriptedUtterance
 
 KEY = "bench-key-0123456789"
 PAUSE_S = 0.7
 SAMPLE_KB = Path(__file__).resolve().parent.parent / "examples" / "knowledge_base.md"
-CONFIGS = {"Deepgram endpointing alone (1,000 ms)": "off", "service turn detection (Finalize)": "text"}
+FLUX = "Flux (eager 0.5, end of turn 0.7)"
+CONFIGS: dict[str, dict[str, str]] = {
+    "Deepgram endpointing alone (1,000 ms)": {"TURN_DETECTION": "off"},
+    "service turn detection (Finalize)": {"TURN_DETECTION": "text"},
+    FLUX: {"DEEPGRAM_MODEL": "flux-general-en"},  # Flux decides the turn; TURN_DETECTION does not apply
+}
 
 
 def write_wav(path: Path, pcm: bytes) -> None:
@@ -112,12 +122,12 @@ async def measure(quick: bool) -> str:
         results: dict[str, list[Result]] = {}
         suggestions: dict[str, list[float]] = {}
         with FakeDeepgram(script, api_key=KEY, record_audio=False) as fake:
-            for name, mode in CONFIGS.items():
+            for name, config in CONFIGS.items():
                 env = {
                     "DEEPGRAM_API_KEY": KEY,
                     "DEEPGRAM_URL": fake.url,
                     "TRANSCRIBER": "deepgram",
-                    "TURN_DETECTION": mode,
+                    **config,
                     "DEEPGRAM_ENDPOINTING_MS": "1000",
                     "KNOWLEDGE_BASE": str(SAMPLE_KB),
                     "LOG_LEVEL": "warning",
@@ -127,6 +137,7 @@ async def measure(quick: bool) -> str:
                 with running(Target("presales-ws", ["presales_ws", "serve"], "binary", env), None, Path(tmp)) as srv:
                     results[name] = [await stream(srv.url, f) for f in fixtures]
                 suggestions[name] = [r.suggestion_s for r in results[name] if r.suggestion_s is not None]
+            flux_connections = [c for c in fake.connections if c.path == "/v2/listen"]
     lines = [
         "| end of turn | set | files | end of speech -> final p50 ms | p95 ms | split by a 700 ms pause | "
         "question -> suggestion p50 ms |",
@@ -147,7 +158,47 @@ async def measure(quick: bool) -> str:
                 f"{ms(statistics.median(sug)) if sug else '-'} |"
             )
     lines += ["", f"Turn detection's VAD: {vad_cost_ms_per_s():.2f} ms of CPU per second of audio per channel."]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", eager_table(flux_connections)])
+
+
+def eager_table(connections: list[ConnectionRecord]) -> str:
+    """Flux's EagerEndOfTurn as the test server sent it: per question turn, taken back, and its lead on the final."""
+    eager = resumed = questions = question_eager = 0
+    leads_s: list[float] = []
+    for record in connections:
+        last_eager_at: float | None = None
+        turn_eager = 0
+        for turn in record.turns:
+            if turn.event == "EagerEndOfTurn":
+                eager, turn_eager, last_eager_at = eager + 1, turn_eager + 1, turn.sent_at
+            elif turn.event == "TurnResumed":
+                resumed += 1
+            elif turn.event == "EndOfTurn":
+                if turn.transcript and is_question(turn.transcript):
+                    questions, question_eager = questions + 1, question_eager + turn_eager
+                if last_eager_at is not None:
+                    leads_s.append(turn.sent_at - last_eager_at)
+                turn_eager, last_eager_at = 0, None
+    turns = sum(1 for r in connections for t in r.turns if t.event == "EndOfTurn" and t.transcript)
+    return "\n".join(
+        [
+            "| Flux | turns | questions | EagerEndOfTurn per question | taken back (TurnResumed) | "
+            "eager ahead of EndOfTurn p50 ms |",
+            "|---|---|---|---|---|---|",
+            f"| {FLUX} | {turns} | {questions} | {question_eager / max(1, questions):.2f} | {resumed}/{eager} | "
+            f"{ms(statistics.median(leads_s)) if leads_s else '-'} |",
+        ]
+    )
+
+
+NOTE = """\
+The test server's Flux ends a turn on a model of Flux's end-of-turn confidence, the silence after the last word:
+at 0.7, 280 ms after a finished sentence, 840 ms after words with no sign either way, 2.1 s after words that go
+on (Deepgram quotes ~260 ms for the real Flux). So the Flux rows show what the service adds to Flux's decision
+(80 ms audio chunks, the event path), not how well Flux decides, and EagerEndOfTurn per question (each can start a
+suggestion lookup; Flux took back the share shown) is the model's too: real Flux needs its own run. The test
+server cannot hear the pauses of recorded speech (the `real` set has no digital silence): with endpointing alone
+and on Flux, those finals come from `stop`, so those rows measure the files' trailing silence."""
 
 
 def main() -> None:
@@ -160,8 +211,8 @@ def main() -> None:
         write_section(
             "BENCHMARKS.md",
             "deepgram-turns",
-            "## The Deepgram path: end of speech -> final, with and without the service's turn detection\n\n"
-            f"`.venv/bin/python -m bench.deepgram_turns`\n\n{table}",
+            "## The Deepgram path: end of speech -> final, with and without the service's turn detection, "
+            f"and on Flux\n\n`.venv/bin/python -m bench.deepgram_turns`\n\n{table}\n\n{NOTE}",
             "Benchmarks",
         )
 

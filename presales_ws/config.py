@@ -43,6 +43,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deepgram_final_watchdog_s: float = 5.0
     deepgram_finalize_timeout_s: float = 5.0
     deepgram_buffer_s: float = 60.0
+    # Flux (DEEPGRAM_MODEL=flux-*, listen.v2): end-of-turn confidence for the final, for the eager interim
+    # (None: no EagerEndOfTurn), and the silence that ends a turn whatever the confidence.
+    deepgram_eot_threshold: float = 0.7
+    deepgram_eager_eot_threshold: float | None = 0.5
+    deepgram_eot_timeout_ms: int = 5000
 
     local_whisper_model: str | None = None
     local_final_model: Literal["moonshine", "whisper"] = "moonshine"
@@ -135,6 +140,11 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         deepgram_final_watchdog_s=env.float("DEEPGRAM_FINAL_WATCHDOG_S", defaults.deepgram_final_watchdog_s),
         deepgram_finalize_timeout_s=env.float("DEEPGRAM_FINALIZE_TIMEOUT_S", defaults.deepgram_finalize_timeout_s),
         deepgram_buffer_s=env.float("DEEPGRAM_BUFFER_S", defaults.deepgram_buffer_s),
+        deepgram_eot_threshold=env.float("DEEPGRAM_EOT_THRESHOLD", defaults.deepgram_eot_threshold),
+        deepgram_eager_eot_threshold=_optional_float(
+            env.str("DEEPGRAM_EAGER_EOT_THRESHOLD", str(defaults.deepgram_eager_eot_threshold or ""))
+        ),
+        deepgram_eot_timeout_ms=env.int("DEEPGRAM_EOT_TIMEOUT_MS", defaults.deepgram_eot_timeout_ms),
         local_whisper_model=env.str("LOCAL_WHISPER_MODEL", "") or None,
         local_final_model=env.str("LOCAL_FINAL_MODEL", defaults.local_final_model),
         local_decode_threads=env.int("LOCAL_DECODE_THREADS", defaults.local_decode_threads),
@@ -178,6 +188,16 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
     except EnvError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     return settings_from_mapping(values)
+
+
+def _optional_float(raw: str) -> float | str | None:
+    """Empty or `off` is None (the feature is off); anything else is left to validation, which names the variable."""
+    if raw.strip().lower() in ("", "off"):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
 
 
 def settings_from_mapping(values: dict[str, object]) -> Settings:
@@ -257,6 +277,14 @@ def _check_ranges(s: Settings) -> None:
         ("DEEPGRAM_FINAL_WATCHDOG_S", s.deepgram_final_watchdog_s > 0, "must be > 0"),
         ("DEEPGRAM_FINALIZE_TIMEOUT_S", s.deepgram_finalize_timeout_s > 0, "must be > 0"),
         ("DEEPGRAM_BUFFER_S", s.deepgram_buffer_s >= 5, "must be >= 5"),
+        ("DEEPGRAM_EOT_THRESHOLD", 0.5 <= s.deepgram_eot_threshold <= 1.0, "must be 0.5-1.0 (Flux's range)"),
+        (
+            "DEEPGRAM_EAGER_EOT_THRESHOLD",
+            s.deepgram_eager_eot_threshold is None
+            or 0.3 <= s.deepgram_eager_eot_threshold <= min(0.9, s.deepgram_eot_threshold),
+            "must be 0.3-0.9 and at most DEEPGRAM_EOT_THRESHOLD, or empty/off",
+        ),
+        ("DEEPGRAM_EOT_TIMEOUT_MS", 500 <= s.deepgram_eot_timeout_ms <= 60000, "must be 500-60000"),
         (
             "TRANSCRIBER",
             not (s.transcriber == "deepgram" and not s.deepgram_api_key),

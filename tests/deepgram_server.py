@@ -1,4 +1,5 @@
-"""A Deepgram-compatible /v1/listen server for tests: Deepgram's wire format, deterministic "recognition".
+"""A Deepgram-compatible server for tests: /v1/listen (Nova) and /v2/listen (Flux, tests/flux_server.py) in
+Deepgram's wire formats, with deterministic "recognition".
 
 Fixture audio has digital silence around every utterance, so a speech region is a run of non-zero samples.
 The first 800 samples of a region identify which scripted utterance it is (audio arrives losslessly), and its
@@ -31,7 +32,9 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FINGERPRINT_SAMPLES = 800
@@ -120,6 +123,7 @@ class Plan:
 @dataclass
 class ConnectionRecord:
     index: int
+    path: str = ""
     refused_status: int | None = None
     query: dict[str, str] = field(default_factory=dict)
     authorization_ok: bool = False
@@ -133,6 +137,20 @@ class ConnectionRecord:
     opened_at: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
     echoes: list[tuple[int, float, float]] = field(default_factory=list)  # echo_frames: (id, received, final sent)
+    pings: int = 0  # WebSocket ping frames received
+    last_ping_at: float = 0.0
+    turns: list[TurnRecord] = field(default_factory=list)  # Flux: every TurnInfo sent but Updates, in order
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """A Flux TurnInfo as sent: what a test asserts the order of."""
+
+    event: str
+    transcript: str
+    turn_index: int
+    trigger: str | None
+    sent_at: float
 
 
 @dataclass
@@ -157,6 +175,33 @@ class _Channel:
         self.pending: list[_Pending] = []  # regions not finalized yet
         self.final_cursor = 0  # samples covered by finals
         self.last_interim = 0
+
+    def hear(self, x: np.ndarray, rate: int, script: Script) -> list[int]:
+        """Take in one chunk of this channel's samples; returns where new speech regions start (samples)."""
+        gap = int(REGION_GAP_S * rate)
+        nonzero = np.flatnonzero(x) + self.position
+        starts: list[int] = []
+        if len(nonzero):
+            previous = np.concatenate(([self.last_nonzero], nonzero[:-1]))
+            for at in nonzero[nonzero - previous >= gap].tolist():  # a new speech region starts at each
+                region = _Pending(None, at)
+                self.pending.append(region)
+                fingerprint = x[at - self.position :][:FINGERPRINT_SAMPLES].astype("<i2").tobytes()
+                self.region, self.fingerprint = region, bytearray(fingerprint)
+                self.identify(script)
+                starts.append(at)
+            self.last_nonzero = int(nonzero[-1])
+        partial = self.region is not None and len(self.fingerprint) < 2 * FINGERPRINT_SAMPLES
+        if partial and self.region is not None and self.region.start < self.position:
+            need = 2 * FINGERPRINT_SAMPLES - len(self.fingerprint)  # the rest of a fingerprint cut by a frame edge
+            self.fingerprint += x.astype("<i2").tobytes()[:need]
+            self.identify(script)
+        self.position += len(x)
+        return starts
+
+    def identify(self, script: Script) -> None:
+        if self.region is not None and len(self.fingerprint) == 2 * FINGERPRINT_SAMPLES:
+            self.region.utterance = script.lookup(bytes(self.fingerprint))
 
 
 class _Session:
@@ -289,37 +334,18 @@ class _Session:
             await self.track_audio(channel, track, np.ascontiguousarray(x))
 
     async def track_audio(self, channel: int, track: _Channel, x: np.ndarray) -> None:
-        gap = int(REGION_GAP_S * self.rate)
-        nonzero = np.flatnonzero(x) + track.position
+        nonzero = np.flatnonzero(x)
         if len(nonzero):
             # A pause that reached `endpointing` inside this chunk, before the speech that follows in it, ends
             # the utterance too: pauses are timed on the audio, whatever the sizes of the messages carrying it.
-            pause = int(nonzero[0]) - track.last_nonzero
+            pause = int(nonzero[0]) + track.position - track.last_nonzero
             endpoint = self.endpointing is not None and pause >= self.endpointing
             if endpoint and track.pending and not self.fake.plan.never_final:
                 await self.finalize(channel, track, from_finalize=False, speech_final=True)
-            previous = np.concatenate(([track.last_nonzero], nonzero[:-1]))
-            for at in nonzero[nonzero - previous >= gap].tolist():  # a new speech region starts at each
-                region = _Pending(None, at)
-                track.pending.append(region)
-                fingerprint = x[at - track.position :][:FINGERPRINT_SAMPLES].astype("<i2").tobytes()
-                track.region, track.fingerprint = region, bytearray(fingerprint)
-                self.identify(track)
-                if self.vad_events:
-                    await self.send(
-                        {
-                            "type": "SpeechStarted",
-                            "channel": [channel, len(self.tracks)],
-                            "timestamp": round(at / self.rate, 4),
-                        }
-                    )
-            track.last_nonzero = int(nonzero[-1])
-        partial = track.region is not None and len(track.fingerprint) < 2 * FINGERPRINT_SAMPLES
-        if partial and track.region is not None and track.region.start < track.position:
-            need = 2 * FINGERPRINT_SAMPLES - len(track.fingerprint)  # the rest of a fingerprint cut by a frame edge
-            track.fingerprint += x.astype("<i2").tobytes()[:need]
-            self.identify(track)
-        track.position += len(x)
+        for at in track.hear(x, self.rate, self.fake.script):
+            if self.vad_events:
+                where = [channel, len(self.tracks)]
+                await self.send({"type": "SpeechStarted", "channel": where, "timestamp": round(at / self.rate, 4)})
         if self.fake.plan.never_final:
             pass
         elif track.pending and self.endpointing is not None and track.position - track.last_nonzero >= self.endpointing:
@@ -331,10 +357,6 @@ class _Session:
             words = [w for p in track.pending for w in self.words(p, track.position)]
             if words:
                 await self.send(self.results(channel, track.final_cursor, track.position, words, is_final=False))
-
-    def identify(self, track: _Channel) -> None:
-        if track.region is not None and len(track.fingerprint) == 2 * FINGERPRINT_SAMPLES:
-            track.region.utterance = self.fake.script.lookup(bytes(track.fingerprint))
 
     async def serve(self) -> None:
         plan, attempt = self.fake.plan, self.record.index
@@ -424,6 +446,18 @@ class _Session:
                 return
 
 
+class _Connection(ServerConnection):
+    """A server connection that notes the client's pings: Flux takes them, not KeepAlive, through silence."""
+
+    record: ConnectionRecord
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING and hasattr(self, "record"):
+            self.record.pings += 1
+            self.record.last_ping_at = time.monotonic()
+        super().process_event(event)
+
+
 class FakeDeepgram:
     """The server, in a thread with its own event loop; `connections` records every attempt."""
 
@@ -495,7 +529,9 @@ class FakeDeepgram:
         self._loop.close()
 
     async def _main(self) -> None:
-        async with serve(self._handle, "127.0.0.1", self._port, process_request=self._handshake) as server:
+        async with serve(
+            self._handle, "127.0.0.1", self._port, process_request=self._handshake, create_connection=_Connection
+        ) as server:
             self._server = server
             self._started.set()
             await server.wait_closed()
@@ -504,10 +540,12 @@ class FakeDeepgram:
         with self._lock:
             record = ConnectionRecord(index=len(self._records))
             self._records.append(record)
+        record.path = urlsplit(request.path).path
         record.query = dict(parse_qsl(urlsplit(request.path).query))
         record.authorization_ok = request.headers.get("Authorization") == f"Token {self.api_key}"
-        connection.record = record  # type: ignore[attr-defined]
-        if urlsplit(request.path).path != "/v1/listen":
+        assert isinstance(connection, _Connection)
+        connection.record = record
+        if record.path not in ("/v1/listen", "/v2/listen"):
             record.refused_status = 404
         elif not record.authorization_ok:
             record.refused_status = 401
@@ -519,9 +557,15 @@ class FakeDeepgram:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        record: ConnectionRecord = ws.record  # type: ignore[attr-defined]
+        assert isinstance(ws, _Connection)
+        record = ws.record
         try:
-            await _Session(self, ws, record).serve()
+            if record.path == "/v2/listen":
+                from tests.flux_server import FluxSession
+
+                await FluxSession(self, ws, record).serve()
+            else:
+                await _Session(self, ws, record).serve()
         finally:
             record.close_code = ws.close_code
             record.closed_at = time.monotonic()

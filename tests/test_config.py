@@ -43,6 +43,10 @@ def test_dotenv_is_read_and_real_environment_wins(monkeypatch: pytest.MonkeyPatc
         ("DEEPGRAM_URL", "api.deepgram.com"),
         ("DEEPGRAM_KEEPALIVE_S", "12"),
         ("DEEPGRAM_DIARIZE", "maybe"),
+        ("DEEPGRAM_EOT_THRESHOLD", "0.4"),
+        ("DEEPGRAM_EAGER_EOT_THRESHOLD", "0.8"),  # above DEEPGRAM_EOT_THRESHOLD (0.7)
+        ("DEEPGRAM_EAGER_EOT_THRESHOLD", "soon"),
+        ("DEEPGRAM_EOT_TIMEOUT_MS", "100"),
         ("SUGGESTER_TIMEOUT_S", "25"),  # past the 30 s a stopping session waits for its last finals
         ("SUGGESTER_URL", "ftp://ai.example"),
         ("SUGGESTION_MIN_CONFIDENCE", "1.5"),
@@ -56,6 +60,17 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("MAX_FRAME_BYTES", "65536")
     with pytest.raises(ConfigError, match=name):
         load_settings()
+
+
+def test_flux_eager_end_of_turn_is_on_by_default_and_off_when_empty(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEEPGRAM_EAGER_EOT_THRESHOLD", raising=False)
+    assert load_settings().deepgram_eager_eot_threshold == 0.5
+    for off in ("", "off"):
+        monkeypatch.setenv("DEEPGRAM_EAGER_EOT_THRESHOLD", off)
+        assert load_settings().deepgram_eager_eot_threshold is None
 
 
 def test_deepgram_key_never_shows_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

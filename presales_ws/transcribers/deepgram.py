@@ -17,7 +17,7 @@ import statistics
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -52,6 +52,9 @@ RETRYABLE_STATUS = frozenset({408, 425, 429})  # and every 5xx
 AUTH_STATUS = frozenset({401, 403})
 EVENT_BUFFER = 256
 DUPLICATE_TOLERANCE_S = 0.005  # timestamps are rounded to ms upstream
+
+if TYPE_CHECKING:
+    from presales_ws.transcribers.flux import FluxStream
 
 log = get_logger(__name__)
 
@@ -115,12 +118,16 @@ class DeepgramTranscriber:
         self._client = None
 
     @asynccontextmanager
-    async def stream(self, fmt: AudioFormat, session_id: str) -> AsyncIterator[DeepgramStream]:
+    async def stream(self, fmt: AudioFormat, session_id: str) -> AsyncIterator[DeepgramStream | FluxStream]:
+        """A Nova-3 stream (listen.v1), or with a Flux model one Flux connection per channel (listen.v2, flux.py)."""
         if self._client is None:
             raise TranscriberUnavailable("the Deepgram client is not started")
+        from presales_ws.transcribers.flux import FluxStream, is_flux_model
+
         self._open_streams += 1
         try:
-            async with serving(DeepgramStream(self._client, fmt, self._settings, session_id)) as stream:
+            engine = FluxStream if is_flux_model(self._settings.deepgram_model) else DeepgramStream
+            async with serving(engine(self._client, fmt, self._settings, session_id)) as stream:
                 yield stream
         finally:
             self._open_streams -= 1
