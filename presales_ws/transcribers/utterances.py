@@ -12,17 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy
+from presales_ws.transcribers.vad import NEGATIVE_MARGIN, SAMPLE_RATE_HZ, WINDOW_SAMPLES, Samples
 
-SAMPLE_RATE_HZ = 16000
-WINDOW_SAMPLES = 512  # Silero VAD's 32 ms window at 16 kHz
 PRE_ROLL_MS = 224  # kept before speech starts so first words are not clipped (7 windows)
 MIN_SPEECH_MS = 96  # shorter bursts (clicks, breaths) are not utterances: Whisper would invent words
-NEGATIVE_MARGIN = 0.15  # hysteresis: speech continues until the probability drops this far below the threshold
-
-Samples = npt.NDArray[np.float32]
 VoiceProbability = Callable[[Samples], float]
 
 
