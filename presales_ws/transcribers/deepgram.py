@@ -488,15 +488,12 @@ class DeepgramStream:
             last = index == len(pieces) - 1
             await self._emit(self._piece(piece, channel, origin_s, is_final=True, utterance_end=last and speech_final))
         if pieces:
-            self._delivered_s[channel] = origin_s + pieces[-1][-1].end
             self._utterance_open[channel] = not speech_final
             if speech_final:
                 self._latencies_s.append(self._sent / self._bytes_per_s - (origin_s + pieces[-1][-1].end))
         elif speech_final and self._utterance_open[channel]:
             await self._emit(self._marker(channel, origin_s + result.start))
-        self._committed_s[channel] = max(self._committed_s[channel], origin_s + result.start + result.duration)
-        commit_s = min(self._committed_s)
-        self._buffer.commit(int(commit_s * self._fmt.sample_rate) * self._fmt.frame_bytes)
+        self._commit(channel, origin_s, pieces, result)
 
     async def _join(self, channel: int, origin_s: float, pieces: list[list[Any]], result: Any) -> None:
         """Finals through the joiner: it decides when the utterance is over (TURN_DETECTION=text)."""
@@ -504,6 +501,10 @@ class DeepgramStream:
             event = self._piece(piece, channel, origin_s, is_final=True, utterance_end=False)
             for out in self._joiners[channel].on_final(event, self._pauses[channel].silence_ms):
                 await (self._emit_final(out) if out.is_final else self._emit(out))
+        self._commit(channel, origin_s, pieces, result)
+
+    def _commit(self, channel: int, origin_s: float, pieces: list[list[Any]], result: Any) -> None:
+        """A final's words are the client's (a replay drops them) and its audio need not be replayed."""
         if pieces:
             self._delivered_s[channel] = origin_s + pieces[-1][-1].end
         self._committed_s[channel] = max(self._committed_s[channel], origin_s + result.start + result.duration)
