@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     log_level: str = "info"
     log_format: LogFormat = "auto"
+    log_transcripts: bool = False  # each final's text on the session's logger: personal data, for accuracy analysis
 
     transcriber: TranscriberName = "auto"
     bench_echo: bool = False  # BENCH_ECHO=1 unlocks TRANSCRIBER=bench-echo, the benchmarks' zero-compute engine
@@ -125,6 +126,7 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         port=env.int("PORT", defaults.port),
         log_level=env.str("LOG_LEVEL", defaults.log_level),
         log_format=env.str("LOG_FORMAT", defaults.log_format),
+        log_transcripts=env.bool("LOG_TRANSCRIPTS", defaults.log_transcripts),
         transcriber=env.str("TRANSCRIBER", defaults.transcriber),
         bench_echo=env.bool("BENCH_ECHO", defaults.bench_echo),
         deepgram_api_key=env.str("DEEPGRAM_API_KEY", "") or None,

@@ -408,6 +408,8 @@ class Session:
                 role_confidence=round(role_confidence, 3),
             )
             self._put_transcript(message)
+            if message.is_final and message.text and self.settings.log_transcripts:
+                self._log_final(message)
             if self.prompter is not None:
                 self.prompter.on_transcript(message, eager=event.eager)
             if roles_changed:
@@ -428,6 +430,18 @@ class Session:
             self.finals_sent += 1
         else:
             self.interims_sent += 1
+
+    def _log_final(self, message: Transcript) -> None:
+        """LOG_TRANSCRIPTS: what was said, for accuracy analysis (personal data: off by default)."""
+        self.log.info(
+            "transcript.final",
+            text=message.text,
+            speaker=message.speaker,
+            channel=message.channel,
+            start=message.start,
+            end=message.end,
+            confidence=message.confidence,
+        )
 
     def _put_suggestion(self, message: Suggestion) -> None:
         self._queue(self._encode(message))  # kept like a final: it is what the consultant is waiting for
