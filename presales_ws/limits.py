@@ -1,4 +1,7 @@
-"""Per-session audio rate limit: a token bucket allowing a burst over real time, not a sustained flood."""
+"""Per-session audio rate limit: a token bucket allowing a burst over real time, not a sustained flood.
+
+The session counts in seconds of audio (decoded, for compressed audio), so the limit means the same for PCM
+and Opus; the classes themselves count any amount."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ class TokenBucket:
         self._tokens = capacity
         self._at = self._clock()
 
-    def take(self, amount: int) -> bool:
+    def take(self, amount: float) -> bool:
         now = self._clock()
         self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
         self._at = now
@@ -38,13 +41,13 @@ class Flood:
         self.max_bytes = max_bytes
         self.max_s = max_s
         self.gap_s = gap_s
-        self.bytes = 0
+        self.bytes = 0.0
         self._started = self._last = -1e9
 
-    def refused(self, amount: int, now: float) -> bool:
+    def refused(self, amount: float, now: float) -> bool:
         """Count refused audio; True once the episode is a flood to end the session for."""
         if now - self._last > self.gap_s:
-            self._started, self.bytes = now, 0
+            self._started, self.bytes = now, 0.0
         self._last = now
         self.bytes += amount
         return self.bytes > self.max_bytes or now - self._started > self.max_s

@@ -20,7 +20,8 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from presales_ws import protocol
 from presales_ws.access import Admission, Refused, offered_subprotocol
-from presales_ws.audio import ArrivalClock, AudioFormat, check_pcm, decode_base64_pcm
+from presales_ws.audio import ArrivalClock, decode_base64
+from presales_ws.declaration import FORMAT_FIELDS, Declaration, UndeclaredFormat
 from presales_ws.limits import Flood, TokenBucket
 from presales_ws.logs import get_logger
 from presales_ws.outbox import Close, Outbox, OutboxOverflow
@@ -34,6 +35,7 @@ from presales_ws.protocol import (
     Pong,
     ProtocolError,
     SessionParams,
+    Start,
     Status,
     Stop,
     Suggestion,
@@ -76,7 +78,8 @@ class SessionEndpoint(WebSocketEndpoint):
         except Refused as refusal:
             await self.refuse(websocket, subprotocol, refusal)
             return
-        session = Session(websocket, service, params, channel_roles, admission)
+        declared = frozenset(field for field in FORMAT_FIELDS if field in websocket.query_params)
+        session = Session(websocket, service, Declaration(params, declared), channel_roles, admission)
         await session.run()
 
     async def refuse(self, websocket: WebSocket, subprotocol: str | None, refusal: Refused) -> None:
@@ -122,7 +125,7 @@ class Session:
         self,
         websocket: WebSocket,
         service: Service,
-        params: SessionParams,
+        declaration: Declaration,
         channel_roles: tuple[Role, Role],
         admission: Admission,
     ) -> None:
@@ -130,20 +133,24 @@ class Session:
         self.admission = admission
         self.service = service
         self.settings = service.settings
-        self.format = AudioFormat(params.sample_rate, params.channels)
-        self.tracker = SpeakerTracker(params.channels, channel_roles, threshold=self.settings.role_confidence_threshold)
+        self.declaration = declaration
+        self.format = declaration.stream  # the PCM the transcriber takes, whatever the client sends
+        threshold = self.settings.role_confidence_threshold
+        self.tracker = SpeakerTracker(self.format.channels, channel_roles, threshold=threshold)
         self.channel_roles = channel_roles
         self.outbox = Outbox(self.settings.outbox_max_messages)
         self.stopping = False
         self.last_heard = time.monotonic()
         self.last_sequence: int | None = None
         self.close_code: int | None = None
-        self.bytes_in = 0
+        self.bytes_in = 0  # as the client sent them (compressed or not)
+        self.audio_s = 0.0  # seconds of audio taken, decoded
+        self.first_audio_at: float | None = None
         self.finals_sent = 0
         self.interims_sent = 0
         self.errors_sent = 0
         self.end_code, self.end_reason = int(CloseCode.NORMAL), "stopped"
-        rate = self.settings.rate_limit_factor * self.format.bytes_per_second
+        rate = self.settings.rate_limit_factor  # seconds of audio per second
         self.bucket = TokenBucket(rate, rate * self.settings.rate_limit_burst_s)
         self.flood = Flood(self.bucket.capacity, max(1.0, self.settings.rate_limit_burst_s))
         self.late_audio_reported = False
@@ -263,7 +270,7 @@ class Session:
                         )
                         await self.wind_down(stream, CloseCode.MESSAGE_TOO_BIG, "frame too large")
                         continue
-                    await self.on_audio(stream, check_pcm(data, self.format))
+                    await self.on_audio(stream, data)
                 elif (text := message.get("text")) is not None:
                     await self.on_text(stream, text)
             except ProtocolError as exc:
@@ -311,33 +318,64 @@ class Session:
         message = protocol.decode_client_message(text)
         if isinstance(message, AudioChunk):
             self.check_sequence(message.sequence)
-            await self.on_audio(stream, decode_base64_pcm(message.data, self.format))
+            await self.on_audio(stream, decode_base64(message.data))
+        elif isinstance(message, Start):
+            await self.on_start(stream, message)
         elif isinstance(message, Ping):
             self._queue(self._encode(Pong(ts=message.ts)))
         elif isinstance(message, Stop):
             await self.on_stop(stream)
         # Pong: its arrival already counted as a sign of life.
 
-    async def on_audio(self, stream: TranscriberStream, pcm: bytes) -> None:
+    async def on_start(self, stream: TranscriberStream, start: Start) -> None:
+        """The format said in the protocol: before any audio, and not against the URL (then 4400)."""
+        if self.first_audio_at is not None:
+            raise ProtocolError("invalid_message", "`start` must come before any audio; ignored")
+        conflict = self.declaration.apply(start)
+        if conflict is not None:
+            self.send_error("invalid_params", f"{conflict}; the session ends")
+            await self.wind_down(stream, CloseCode.BAD_PARAMETERS, "invalid start")
+            return
+        d = self.declaration
+        self.log.info("session.start", encoding=d.encoding, sample_rate=d.sample_rate, channels=d.channels)
+
+    async def on_audio(self, stream: TranscriberStream, data: bytes) -> None:
         if self.stopping:
             if not self.late_audio_reported:  # once: a client still streaming would get one per frame
                 self.late_audio_reported = True
                 raise ProtocolError("session_stopping", "the session is ending; audio from here on is ignored")
             return
-        if not pcm:
+        if not data:
             return
-        if not self.bucket.take(len(pcm)):
-            await self.on_flood(stream, len(pcm))
+        now = time.monotonic()
+        try:
+            if self.first_audio_at is None:
+                self.first_audio_at = now
+                self.declaration.check_first(data)
+            decoded = self.declaration.input.feed(data)
+            seconds = len(decoded.pcm) / self.format.bytes_per_second
+            self.declaration.check_rate(self.audio_s + seconds, now - self.first_audio_at, self.bucket.rate)
+        except UndeclaredFormat as exc:
+            self.log.info("session.undeclared_format", code=exc.code)
+            self.send_error(exc.code, f"{exc.message}; the session ends")
+            await self.wind_down(stream, CloseCode.BAD_PARAMETERS, "undeclared audio format")
             return
-        self.bytes_in += len(pcm)
-        self.arrivals.received(self.format.seconds(self.bytes_in), time.monotonic())
-        await stream.send(pcm)
+        if decoded.pcm:
+            if not self.bucket.take(seconds):
+                await self.on_flood(stream, seconds)
+                return
+            self.audio_s += seconds
+            self.arrivals.received(self.audio_s, now)
+            await stream.send(decoded.pcm)
+        self.bytes_in += len(data)
+        if decoded.problem:
+            raise ProtocolError("invalid_audio", f"{decoded.problem}; the stream goes on from the next whole piece")
 
-    async def on_flood(self, stream: TranscriberStream, dropped: int) -> None:
+    async def on_flood(self, stream: TranscriberStream, dropped_s: float) -> None:
         """Audio beyond the rate limit is dropped and reported; a client that keeps at it is closed (4429)."""
         now = time.monotonic()
-        if self.flood.refused(dropped, now):
-            self.log.warning("session.flooding", dropped_bytes=self.flood.bytes)
+        if self.flood.refused(dropped_s, now):
+            self.log.warning("session.flooding", dropped_s=round(self.flood.bytes, 2))
             self.send_error("rate_limited", "audio far faster than real time; the session is closed")
             await self.wind_down(stream, CloseCode.RATE_LIMITED, "rate limited")
             return
@@ -359,7 +397,7 @@ class Session:
         self.end_code, self.end_reason = int(code), reason
         if announce:
             self._queue(self._encode(Status("closing", reason=reason)))
-        self.log.info("session.ending", reason=reason, audio_s=round(self.format.seconds(self.bytes_in), 2))
+        self.log.info("session.ending", reason=reason, audio_s=round(self.audio_s, 2))
         await stream.finish()
         self.task_group.start_soon(self._stop_deadline)
 

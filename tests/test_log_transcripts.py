@@ -32,11 +32,7 @@ async def test_finals_are_logged_only_with_log_transcripts(
     assert isinstance(ready, Status) and close_code == 1000
     sent = finals(messages)
     assert sent
-    logged = [
-        r.msg
-        for r in caplog.records
-        if isinstance(r.msg, dict) and r.msg.get("event") == "transcript.final"
-    ]
+    logged = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "transcript.final"]
     everything = "\n".join(str(r.msg) for r in caplog.records)
     if not log_transcripts:
         assert logged == []
