@@ -171,6 +171,7 @@ ServerMessage = Transcript | Suggestion | Error | Status | Ping | Pong
 
 # --- session parameters (query string of /ws/session) -------------------------------------------------------
 
+
 class SessionParams(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
     sample_rate: int = 16000
     channels: Literal[1, 2] = 1
