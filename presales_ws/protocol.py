@@ -25,7 +25,7 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # the server is draining for a restart: reconnect
     TRY_AGAIN_LATER = 1013  # transcriber at capacity or server full: reconnect later
-    BAD_PARAMETERS = 4400  # query parameters of /ws/session are invalid
+    BAD_PARAMETERS = 4400  # invalid query parameters or `start`; undeclared audio plainly not 16 kHz PCM
     UNAUTHORIZED = 4401  # no API key, or not a valid one (nothing was read)
     FORBIDDEN = 4403  # a browser origin not on ALLOWED_ORIGINS (nothing was read)
     IDLE_TIMEOUT = 4408  # nothing from the client (audio, pong, anything) for HEARTBEAT_TIMEOUT_S
