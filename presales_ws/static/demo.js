@@ -9,6 +9,9 @@ const BACKOFF_MAX_MS = 8000;
 const MAX_BUFFERED_FRAMES = 4000 / FRAME_MS; // audio kept while reconnecting: 4 s, inside the server's 5 s burst
 const STOP_TIMEOUT_MS = 35000; // the server gives its transcriber 30 s to return the last finals
 const MAX_ERRORS_SHOWN = 20;
+const OPUS_MIME = "audio/webm;codecs=opus"; // what Chrome's MediaRecorder writes
+const OPUS_BITS_PER_S = 32000;
+const RECORDER_TIMESLICE_MS = 250; // a piece of the recording every 250 ms
 // Closes that another attempt would only repeat: say why and stop (docs/PROTOCOL.md, "Close codes").
 const FATAL_CLOSES = new Map([
   [1000, "the server ended the session"],
@@ -174,17 +177,34 @@ class Page {
   running(on) {
     $("start").disabled = on;
     $("stop").disabled = !on;
-    for (const id of ["url", "key", "tab-audio"]) $(id).disabled = on;
+    for (const id of ["url", "key", "tab-audio", "compressed"]) $(id).disabled = on;
   }
+}
+
+/** Two sources as one stereo stream (microphone left, tab right), for a recorder: it records one stream. */
+function stereoOf(streams) {
+  const ctx = new AudioContext();
+  const merger = ctx.createChannelMerger(2);
+  streams.forEach((stream, channel) => ctx.createMediaStreamSource(stream).connect(merger, 0, channel));
+  const destination = ctx.createMediaStreamDestination();
+  destination.channelCount = 2;
+  merger.connect(destination);
+  return { stream: destination.stream, close: () => ctx.close() };
 }
 
 /** One call: capture, a socket (replaced after a drop, with backoff), and an orderly stop. */
 class LiveSession {
-  constructor(page, { url, key, tabAudio }) {
+  constructor(page, { url, key, tabAudio, compressed }) {
     this.page = page;
     this.url = url;
     this.key = key;
     this.tabAudio = tabAudio;
+    // Compressed: a MediaRecorder's WebM/Opus pieces instead of PCM frames (docs/CLIENTS.md). The PCM capture
+    // still runs, for the level meters only. A recording must reach a session from its first byte (its header):
+    // each session gets its own recorder, started at `ready`; audio while reconnecting is not kept.
+    this.compressed = compressed;
+    this.recorder = null;
+    this.recordSource = null;
     this.capture = null;
     this.ws = null;
     this.ready = false;
@@ -213,10 +233,33 @@ class LiveSession {
     this.channels = streams.length;
     this.page.showMeters(CHANNEL_NAMES[this.channels - 1]);
     this.capture = await AudioCapture.start(streams, {
-      onFrame: (pcm) => this.sendAudio(pcm),
+      onFrame: (pcm) => this.compressed || this.sendAudio(pcm),
       onLevel: (levels) => this.page.levels(levels),
     });
+    if (this.compressed) this.recordSource = streams.length === 1 ? { stream: streams[0], close() {} } : stereoOf(streams);
     this.connect();
+  }
+
+  startRecorder() {
+    this.stopRecorder();
+    const ws = this.ws;
+    const recorder = new MediaRecorder(this.recordSource.stream, { mimeType: OPUS_MIME, audioBitsPerSecond: OPUS_BITS_PER_S });
+    recorder.ondataavailable = (event) => {
+      if (event.data.size && ws.readyState === WebSocket.OPEN) ws.send(event.data); // a Blob, sent in order
+    };
+    recorder.start(RECORDER_TIMESLICE_MS);
+    this.recorder = recorder;
+  }
+
+  /** Resolves once the recorder's last piece is sent (`dataavailable` comes before `stop`). */
+  stopRecorder() {
+    const recorder = this.recorder;
+    this.recorder = null;
+    if (!recorder || recorder.state === "inactive") return Promise.resolve();
+    return new Promise((resolve) => {
+      recorder.addEventListener("stop", () => resolve(), { once: true });
+      recorder.stop();
+    });
   }
 
   connect() {
@@ -224,6 +267,7 @@ class LiveSession {
     const url = new URL(this.url);
     url.searchParams.set("sample_rate", String(TARGET_SAMPLE_RATE_HZ));
     url.searchParams.set("channels", String(this.channels));
+    if (this.compressed) url.searchParams.set("encoding", "webm-opus");
     // Browsers cannot set headers on a WebSocket: the key rides as a second subprotocol (never echoed back).
     const protocols = this.key ? [SUBPROTOCOL, `key.${this.key}`] : [SUBPROTOCOL];
     this.page.setStatus(this.attempt ? "reconnecting" : "connecting", this.attempt ? "reconnecting…" : "connecting…");
@@ -297,6 +341,7 @@ class LiveSession {
       this.backlog = [];
       for (const pcm of backlog) this.ws.send(pcm);
       if (this.stopping) this.send({ type: "stop" });
+      else if (this.compressed) this.startRecorder();
     } else if (message.state === "closed") {
       this.allFinals = true;
       this.resolveClosed?.();
@@ -312,6 +357,7 @@ class LiveSession {
   closed(ws, event) {
     if (ws !== this.ws) return;
     this.ready = false;
+    this.stopRecorder();
     const why = event.reason ? `${event.code} ${event.reason}` : String(event.code);
     if (this.stopping) {
       this.resolveClosed?.();
@@ -341,6 +387,7 @@ class LiveSession {
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
+    await this.stopRecorder(); // compressed: its last piece goes out before the `stop`
     await this.capture?.stop(); // its last partial frame goes out before the `stop`
     if (this.ready) {
       this.send({ type: "stop" });
@@ -365,7 +412,9 @@ class LiveSession {
   finish() {
     this.ended = true;
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.stopRecorder();
     this.capture?.stop();
+    this.recordSource?.close();
     this.page.levels(new Array(this.channels || 1).fill(0));
     this.page.running(false);
     if (this.onEnd) this.onEnd();
@@ -382,6 +431,7 @@ $("start").addEventListener("click", async () => {
     url: $("url").value.trim(),
     key: $("key").value.trim(),
     tabAudio: $("tab-audio").checked,
+    compressed: $("compressed").checked,
   });
   try {
     await session.start();
