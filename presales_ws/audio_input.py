@@ -9,13 +9,14 @@ it runs inline, on the event loop.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import numpy as np
 
 from presales_ws.audio import AudioFormat, check_pcm
-from presales_ws.containers import Corrupt, OggDemuxer, OpusHead, WebmDemuxer
+from presales_ws.containers import Corrupt, OggDemuxer, OpusHead, WebmDemuxer, opus_packet_s
 from presales_ws.protocol import Encoding
 
 if TYPE_CHECKING:
@@ -25,15 +26,19 @@ OPUS_RATE_HZ = 48_000
 
 
 class Decoded(msgspec.Struct):
-    """PCM for the transcriber, and what could not be used of the bytes it came from, if anything."""
+    """PCM for the transcriber, what could not be used of the bytes it came from, and the seconds of audio
+    left undecoded because they were over the budget (the rate limit's allowance)."""
 
     pcm: bytes
     problem: str | None = None
+    over_budget_s: float = 0.0
 
 
 class AudioInput(Protocol):
-    def feed(self, data: bytes) -> Decoded:
-        """One client frame's bytes in; raises ProtocolError when the whole frame is unusable."""
+    def feed(self, data: bytes, budget_s: float = math.inf) -> Decoded:
+        """One client frame's bytes in; raises ProtocolError when the whole frame is unusable. Compressed
+        audio past `budget_s` seconds is not decoded at all: a 64 KiB frame of tiny Opus packets holds
+        minutes of audio, and decoding it just to drop it would cost the event loop seconds."""
         ...
 
 
@@ -50,8 +55,8 @@ class PcmInput:
                 declared.sample_rate, stream.sample_rate, declared.channels, dtype="int16"
             )
 
-    def feed(self, data: bytes) -> Decoded:
-        check_pcm(data, self._declared)
+    def feed(self, data: bytes, budget_s: float = math.inf) -> Decoded:
+        check_pcm(data, self._declared)  # the rate limit refuses a PCM frame whole: no budget needed
         if self._resampler is None:
             return Decoded(data)
         samples = np.frombuffer(data, dtype="<i2").reshape(-1, self._declared.channels)
@@ -72,9 +77,10 @@ class OpusInput:
         self._resampler: Any = None
         self._skip_samples = 0
 
-    def feed(self, data: bytes) -> Decoded:
+    def feed(self, data: bytes, budget_s: float = math.inf) -> Decoded:
         pieces: list[bytes] = []
         problems: list[str] = []
+        over_budget_s = 0.0
         for item in self._demuxer.feed(data):
             if isinstance(item, OpusHead):
                 self._start(item)
@@ -82,12 +88,14 @@ class OpusInput:
                 problems.append(f"{item.reason} ({item.skipped} bytes skipped)")
             elif self._decoder is None:
                 problems.append("Opus audio before the stream's header; a recording must be sent from its start")
+            elif over_budget_s or (budget_s := budget_s - opus_packet_s(item)) < 0:
+                over_budget_s += opus_packet_s(item)
             else:
                 try:
                     pieces.extend(self._decode(item))
                 except (self._av.FFmpegError, ValueError) as exc:
                     problems.append(f"an Opus packet that does not decode ({type(exc).__name__})")
-        return Decoded(b"".join(pieces), "; ".join(dict.fromkeys(problems)) or None)
+        return Decoded(b"".join(pieces), "; ".join(dict.fromkeys(problems)) or None, over_budget_s)
 
     def _start(self, head: OpusHead) -> None:
         self._decoder = self._av.CodecContext.create("opus", "r")

@@ -29,6 +29,23 @@ class OpusHead(msgspec.Struct, frozen=True):
     pre_skip: int  # samples at 48 kHz the decoder outputs before the audio starts
 
 
+_FRAME_MS_BY_CONFIG = (
+    [10, 20, 40, 60] * 3  # SILK-only: configs 0-11
+    + [10, 20] * 2  # hybrid: 12-15
+    + [2.5, 5, 10, 20] * 4  # CELT-only: 16-31
+)
+
+
+def opus_packet_s(packet: bytes) -> float:
+    """An Opus packet's duration from its table-of-contents byte (RFC 6716, 3.1), without decoding it."""
+    if not packet:
+        return 0.0
+    toc = packet[0]
+    code = toc & 0x03
+    frames = 1 if code == 0 else 2 if code in (1, 2) else (packet[1] & 0x3F if len(packet) > 1 else 0)
+    return frames * _FRAME_MS_BY_CONFIG[toc >> 3] / 1000
+
+
 def parse_opus_head(data: bytes) -> OpusHead | None:
     if len(data) < 19 or not data.startswith(b"OpusHead"):
         return None

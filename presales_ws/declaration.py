@@ -14,7 +14,9 @@ from presales_ws.containers import OGG_MAGIC, WEBM_MAGIC
 from presales_ws.protocol import CONTAINER_ENCODINGS, SAMPLE_RATES_HZ, Encoding, ErrorCode, SessionParams, Start
 
 FORMAT_FIELDS = ("sample_rate", "channels", "encoding")
-RATE_CHECK_AFTER_S = 1.0  # wall time of undeclared audio before its rate says anything
+# The rate of undeclared audio is taken from 1 s to 3 s after its first frame: a client's start-up burst (a
+# backlog kept while it connected) falls before the window and cannot pass for a higher sample rate.
+RATE_WINDOW_S = (1.0, 3.0)
 UNDECLARED_RATE_FACTOR = 2.5  # 44.1 kHz is 2.76x 16 kHz; a file sent fast from a 16 kHz client, ~1.9x
 STREAM_RATE_FOR_CONTAINERS_HZ = 16000  # what Opus is decoded to, unless the URL asked for another PCM rate
 
@@ -41,6 +43,8 @@ class Declaration:
             rate = STREAM_RATE_FOR_CONTAINERS_HZ
         self.stream = AudioFormat(rate, self.channels)  # what the transcriber is opened at, for the whole session
         self.input: AudioInput = self._input()
+        self._rate_mark: tuple[float, float] | None = None  # (elapsed, audio seconds) when the window opened
+        self._rate_checked = False
 
     def _input(self) -> AudioInput:
         return audio_input(self.encoding, AudioFormat(self.sample_rate, self.channels), self.stream)
@@ -76,10 +80,17 @@ class Declaration:
                 )
 
     def check_rate(self, audio_s: float, elapsed_s: float, rate_limit_factor: float) -> None:
-        """Undeclared PCM arriving at `audio_s / elapsed_s` times 16 kHz real time: is it another rate?"""
-        if self.declared & {"sample_rate", "encoding"} or elapsed_s < RATE_CHECK_AFTER_S:
+        """Undeclared PCM, `audio_s` of it `elapsed_s` after its first frame: is it another rate than 16 kHz?"""
+        if self._rate_checked or self.declared & {"sample_rate", "encoding"} or elapsed_s < RATE_WINDOW_S[0]:
             return
-        speed = audio_s / elapsed_s
+        if self._rate_mark is None:
+            self._rate_mark = (elapsed_s, audio_s)
+            return
+        window_s = elapsed_s - self._rate_mark[0]
+        if window_s < RATE_WINDOW_S[1] - RATE_WINDOW_S[0]:
+            return
+        self._rate_checked = True
+        speed = (audio_s - self._rate_mark[1]) / window_s
         if speed <= max(UNDECLARED_RATE_FACTOR, rate_limit_factor):
             return
         mono = min(SAMPLE_RATES_HZ, key=lambda rate: abs(rate - speed * self.stream.sample_rate))

@@ -19,11 +19,15 @@ class TokenBucket:
         self._tokens = capacity
         self._at = self._clock()
 
-    def take(self, amount: float) -> bool:
+    def available(self) -> float:
+        """What a frame may hold now; refilled up to this instant."""
         now = self._clock()
         self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if amount > self._tokens:
+        return self._tokens
+
+    def take(self, amount: float) -> bool:
+        if amount > self.available():
             return False
         self._tokens -= amount
         return True

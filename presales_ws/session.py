@@ -352,7 +352,7 @@ class Session:
             if self.first_audio_at is None:
                 self.first_audio_at = now
                 self.declaration.check_first(data)
-            decoded = self.declaration.input.feed(data)
+            decoded = self.declaration.input.feed(data, self.bucket.available())
             seconds = len(decoded.pcm) / self.format.bytes_per_second
             self.declaration.check_rate(self.audio_s + seconds, now - self.first_audio_at, self.bucket.rate)
         except UndeclaredFormat as exc:
@@ -360,6 +360,10 @@ class Session:
             self.send_error(exc.code, f"{exc.message}; the session ends")
             await self.wind_down(stream, CloseCode.BAD_PARAMETERS, "undeclared audio format")
             return
+        if decoded.over_budget_s:
+            await self.on_flood(stream, decoded.over_budget_s)
+            if self.stopping:
+                return
         if decoded.pcm:
             if not self.bucket.take(seconds):
                 await self.on_flood(stream, seconds)

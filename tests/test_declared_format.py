@@ -48,9 +48,16 @@ def pcm_at(rate: int, file: str = QUESTION) -> bytes:
 
 
 async def seed_client(
-    url: str, pcm: bytes, rate: int, *, start: dict[str, Any] | None = None, speed: float = 1.0
+    url: str,
+    pcm: bytes,
+    rate: int,
+    *,
+    start: dict[str, Any] | None = None,
+    speed: float = 1.0,
+    backlog_s: float = 0.0,
 ) -> tuple[list[ServerMessage], int | None]:
-    """Stream `pcm` as base64 `audio_chunk`s of 20 ms at `speed` x real time, then `stop`; every message back."""
+    """Stream `pcm` as base64 `audio_chunk`s of 20 ms at `speed` x real time (the first `backlog_s` at once, as
+    a client that kept audio while it connected), then `stop`; every message back."""
     messages: list[ServerMessage] = []
     step = rate * CHUNK_MS // 1000 * 2
     with anyio.fail_after(60):
@@ -60,7 +67,7 @@ async def seed_client(
                 await ws.send(msgspec.json.encode({"type": "start", **start}).decode())
 
             async def sender() -> None:
-                began = time.monotonic()
+                began = time.monotonic() - backlog_s / speed
                 for sequence, offset in enumerate(range(0, len(pcm), step)):
                     await anyio.sleep(max(0.0, began + sequence * CHUNK_MS / 1000 / speed - time.monotonic()))
                     chunk = base64.b64encode(pcm[offset : offset + step]).decode()
@@ -115,10 +122,14 @@ async def test_undeclared_48_khz_pcm_gets_one_error_saying_what_to_declare_not_r
     assert isinstance(messages[-1], Status) and messages[-1].state == "closed"
 
 
-async def test_undeclared_16_khz_pcm_at_real_time_is_the_default_and_just_works(seed_server: LiveServer) -> None:
-    messages, close_code = await seed_client(seed_server.ws_url, pcm_at(16000), 16000, speed=1.5)
+@pytest.mark.parametrize("backlog_s", [0.0, 2.0], ids=["steady", "with a 2 s backlog at once"])
+async def test_undeclared_16_khz_pcm_at_real_time_is_the_default_and_just_works(
+    seed_server: LiveServer, backlog_s: float
+) -> None:
+    pcm = pcm_at(16000, "integrations_answer_us.wav")  # 6 s: past the window where the rate is judged
+    messages, close_code = await seed_client(seed_server.ws_url, pcm, 16000, speed=1.5, backlog_s=backlog_s)
     assert close_code == 1000 and errors(messages) == []
-    assert word_error_rate(reference_text(QUESTION), final_text(messages)) < 0.25
+    assert word_error_rate(reference_text("integrations_answer_us.wav"), final_text(messages)) < 0.25
 
 
 @pytest.mark.parametrize(("suffix", "encoding"), [("webm", "webm-opus"), ("ogg", "ogg-opus")])
