@@ -176,6 +176,7 @@ class Session:
             key_id=self.admission.key_id,
             sample_rate=self.format.sample_rate,
             channels=self.format.channels,
+            encoding=self.declaration.encoding,
         )
         try:
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
