@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from presales_ws import __version__, protocol
-from presales_ws.access import AccessGate
+from presales_ws.access import DEV_EXTENSION_ORIGIN_PATTERN, AccessGate
 from presales_ws.config import ConfigError, Settings, load_settings
 from presales_ws.demo import demo_routes
 from presales_ws.health import health
@@ -28,8 +28,6 @@ from presales_ws.transcribers.base import TranscriberUnavailable
 
 log = get_logger("presales_ws.app")
 
-DEV_EXTENSION_ORIGINS = r"chrome-extension://[a-z]{32}"
-
 
 async def protocol_schema(request: Request) -> Response:
     """The wire protocol as JSON Schema, generated from the msgspec structs."""
@@ -41,7 +39,7 @@ def cors_middleware(settings: Settings) -> Middleware:
     if settings.cors_allow_origins:
         return Middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins), allow_methods=["GET"])
     if settings.environment == "development":
-        return Middleware(CORSMiddleware, allow_origin_regex=DEV_EXTENSION_ORIGINS, allow_methods=["GET"])
+        return Middleware(CORSMiddleware, allow_origin_regex=DEV_EXTENSION_ORIGIN_PATTERN, allow_methods=["GET"])
     return Middleware(CORSMiddleware, allow_origins=[], allow_methods=["GET"])
 
 
