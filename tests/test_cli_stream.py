@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from presales_ws.wavfile import read_wav
+from presales_ws.client.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
 
