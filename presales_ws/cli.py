@@ -17,18 +17,14 @@ def serve(args: argparse.Namespace) -> int:
     """uvicorn with the settings from the environment, draining sessions on SIGTERM (see server.py)."""
     from presales_ws.app import create_app
     from presales_ws.config import ConfigError, load_settings
-    from presales_ws.server import DrainingServer, uvicorn_config
+    from presales_ws.server import run_server
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"presales-ws: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)
-    config = uvicorn_config(
-        app, settings, host=args.host or settings.host, port=settings.port if args.port is None else args.port
-    )
-    DrainingServer(config, app.state.service).run()
+    run_server(create_app(settings), settings, host=args.host, port=args.port)
     return 0
 
 

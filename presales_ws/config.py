@@ -20,8 +20,8 @@ from msgspec import Meta
 
 from presales_ws.speakers import Role, parse_channel_roles
 
-TranscriberName = Literal["auto", "local", "deepgram", "bench-echo"]
-EngineName = Literal["local", "deepgram", "bench-echo"]
+TranscriberName = Literal["auto", "local", "deepgram"]
+EngineName = Literal["local", "deepgram"]
 LogFormat = Literal["auto", "json", "console"]
 MIB = 1024 * 1024
 WORST_CASE_AUDIO_BYTES_PER_S = 16000  # 8 kHz s16 mono: the slowest audio one MAX_FRAME_BYTES frame may carry
@@ -49,7 +49,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # --- transcriber
     transcriber: Annotated[TranscriberName, Meta(description="auto: Deepgram with a key, else local")] = "auto"
-    bench_echo: Annotated[bool, Meta(description="unlocks TRANSCRIBER=bench-echo (benchmarks only)")] = False
     deepgram_api_key: Annotated[str | None, Meta(description="never logged")] = None
     deepgram_url: Annotated[str, Meta(pattern=r"^(https?|wss?)://", description="http(s):// or ws(s)://")] = (
         "https://api.deepgram.com"
@@ -169,11 +168,6 @@ RELATIONS: tuple[tuple[str, Callable[[Settings], bool], str], ...] = (
         "TRANSCRIBER",
         lambda s: s.transcriber != "deepgram" or bool(s.deepgram_api_key),
         "deepgram needs DEEPGRAM_API_KEY",
-    ),
-    (
-        "TRANSCRIBER",
-        lambda s: s.transcriber != "bench-echo" or s.bench_echo,
-        "bench-echo transcribes nothing (it echoes frame ids for benchmarks): it needs BENCH_ECHO=1",
     ),
 )
 

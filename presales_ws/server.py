@@ -98,3 +98,9 @@ class DrainingServer(uvicorn.Server):
         left = await self.service.drain()
         log.info("server.drained", sessions=sessions, cut=left)
         self.should_exit = True
+
+
+def run_server(app: Any, settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve `app` (from `create_app`) until a signal, draining first: `presales-ws serve` and the benchmarks."""
+    config = uvicorn_config(app, settings, host=host or settings.host, port=settings.port if port is None else port)
+    DrainingServer(config, app.state.service).run()
