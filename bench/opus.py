@@ -32,8 +32,8 @@ from bench.report import write_section
 from presales_ws.audio import AudioFormat
 from presales_ws.audio_input import OpusInput
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Transcript
-from presales_ws.wavfile import read_wav
 from tests.fixtures.make_opus_fixtures import encode_wav
 from tests.support import words
 

@@ -21,8 +21,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from presales_ws.client import server_decoder
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Error, ServerMessage, Status, Suggestion
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, final_text, reference_text, word_error_rate
 

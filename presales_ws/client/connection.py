@@ -20,9 +20,18 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from presales_ws import protocol
-from presales_ws.access import KEY_PREFIX, SUBPROTOCOL
-from presales_ws.protocol import AudioChunk, ClientMessage, Error, Ping, Pong, ServerMessage, Status, Stop
+from presales_ws.protocol import (
+    KEY_PREFIX,
+    SUBPROTOCOL,
+    AudioChunk,
+    ClientMessage,
+    Error,
+    Ping,
+    Pong,
+    ServerMessage,
+    Status,
+    Stop,
+)
 
 MAX_SEND_FRAME_S = 0.5  # 16 KiB of 16 kHz mono: well under the server's default 64 KiB frame limit
 
@@ -142,5 +151,3 @@ async def connect(
             raise SessionRefused(code, message, ws.close_code)
         yield Session(ws, first, auto_pong=auto_pong)
 
-
-__all__ = ["Session", "SessionRefused", "connect", "protocol", "session_url"]
