@@ -45,6 +45,7 @@ from presales_ws.transcribers.joiner import UtteranceJoiner
 from presales_ws.transcribers.replay import ReplayBuffer
 from presales_ws.transcribers.turns import TurnPolicy
 from presales_ws.transcribers.vad import PauseTracker
+from presales_ws.transcribers.vad_batch import load_model
 
 MIN_SEND_MS = 20  # smaller client frames are coalesced up to this ...
 MAX_SEND_MS = 100  # ... and replayed audio goes out in sends of at most this
@@ -112,6 +113,8 @@ class DeepgramTranscriber:
         self._client = AsyncDeepgramClient(
             api_key=self._settings.deepgram_api_key, environment=deepgram_environment(self._settings.deepgram_url)
         )
+        if self._settings.turn_detection == "text":
+            await anyio.to_thread.run_sync(load_model)  # the pauses' VAD, once, off the event loop
         log.info(
             "transcriber.ready",
             engine=self.name,
@@ -182,7 +185,7 @@ class DeepgramStream:
         # End of turn decided here (None: Deepgram's endpointing alone).
         self._policy = TurnPolicy.from_settings(settings) if settings.turn_detection == "text" else None
         channels = range(fmt.channels if self._policy else 0)
-        self._pauses = [PauseTracker(fmt.sample_rate, settings.local_vad_threshold) for _ in channels]
+        self._pauses = [PauseTracker(fmt.sample_rate, settings.local_vad_threshold, batched=True) for _ in channels]
         self._joiners = [UtteranceJoiner(self._policy) for _ in channels if self._policy]
         self._words_pending = [False] * fmt.channels  # an interim with words since the channel's last final
         self._finalize_at: deque[int] = deque()  # session byte positions where a pause asked for a final
@@ -250,7 +253,7 @@ class DeepgramStream:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
         frames = samples.reshape(-1, self._fmt.channels)
         for channel, pauses in enumerate(self._pauses):
-            resumed = pauses.feed(np.ascontiguousarray(frames[:, channel]))
+            resumed = await pauses.feed_batched(np.ascontiguousarray(frames[:, channel]))
             if pauses.spoke and pauses.silence_ms >= self._policy.complete_ms:
                 pauses.mark()
                 # The pump sends Finalize right after this audio, before any that follows it.
