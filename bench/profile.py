@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=150)
     parser.add_argument("--seconds", type=float, default=6.0, help="sampling time (the load runs 4 s longer)")
     parser.add_argument("--mode", choices=["binary", "json"], default="binary")
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="load before sampling starts (connects)")
     parser.add_argument("--deepgram", action="store_true", help="the Deepgram path (bench/relay.py's setup)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a presales-ws setting")
     args = parser.parse_args(argv)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                     server,
                     server.url + url_suffix,
                     args.sessions,
-                    args.seconds + 2,
+                    args.seconds + args.warmup_s - 1,
                     args.mode,
                     load_core,
                     generator=generator,
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         load.start()
-        threading.Event().wait(3.0)  # connects and the staggered start
+        threading.Event().wait(args.warmup_s)  # connects and the staggered start
         raw = Path(tmp) / "profile.txt"
         record = [py_spy, "record", "--native", "--pid", str(server.process.pid), "--rate", str(SAMPLE_RATE_HZ)]
         record += ["--duration", str(round(args.seconds))]
