@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 
 from bench.perf import Step, cores, describe, presales, run_load, running
-from bench.relay import targets, upstream
+from bench.relay import Variant, targets, upstream
 
 SAMPLE_RATE_HZ = 200
 LIBRARIES = (
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         url_suffix, generator = "", "bench.load"
         if args.deepgram:
             upstream_url, _ = stack.enter_context(upstream(load_core, Path(tmp)))
-            target = targets(upstream_url, settings)[1]
+            target = targets(upstream_url, [Variant("presales-ws deepgram", settings)])[1]
             url_suffix, generator = "?sample_rate=16000&channels=1", "bench.relay_load"
         server = stack.enter_context(running(target, server_core, Path(tmp)))
         result: list[Step] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import shlex
 import signal
@@ -28,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from bench.load import raise_open_files_limit
@@ -80,15 +82,32 @@ def upstream(core: int | None, log_dir: Path) -> Iterator[tuple[str, psutil.Proc
         log.close()
 
 
-def targets(upstream_url: str, settings: dict[str, str]) -> tuple[Target, Target]:
+class Variant(msgspec.Struct, frozen=True):
+    """A presales-ws configuration to measure: a name, settings, and optionally another tree's presales_ws."""
+
+    name: str
+    settings: dict[str, str] = {}
+    tree: str | None = None
+
+
+DEFAULT_VARIANTS = (Variant("presales-ws deepgram"),)
+
+
+def targets(upstream_url: str, variants: Sequence[Variant]) -> list[Target]:
+    """The bare relay, then each presales-ws variant, all relaying to `upstream_url`."""
     relay = Target(
         "bare relay", ["bench.peers.relay"], "binary", {"RELAY_UPSTREAM": upstream_url, "RELAY_KEY": UPSTREAM_KEY}
     )
-    ours = presales("binary", TRANSCRIBER="deepgram", DEEPGRAM_API_KEY=UPSTREAM_KEY, DEEPGRAM_URL=upstream_url)
-    ours.env.pop("BENCH_ECHO")
-    ours.env.update(settings)
-    ours.name = "presales-ws deepgram"
-    return relay, ours
+    out = [relay]
+    for variant in variants:
+        ours = presales("binary", TRANSCRIBER="deepgram", DEEPGRAM_API_KEY=UPSTREAM_KEY, DEEPGRAM_URL=upstream_url)
+        ours.env.pop("BENCH_ECHO")
+        ours.env.update(variant.settings)
+        if variant.tree:
+            ours.env["PYTHONPATH"] = variant.tree
+        ours.name = variant.name
+        out.append(ours)
+    return out
 
 
 def us_per_frame(step: Step) -> float:
@@ -99,17 +118,18 @@ def us_per_frame(step: Step) -> float:
 
 
 def measure(
-    steps: Sequence[int], seconds: float, log_dir: Path, budget: Budget, settings: dict[str, str]
-) -> list[tuple[Step, Step | None]]:
+    steps: Sequence[int], seconds: float, log_dir: Path, budget: Budget, variants: Sequence[Variant] = DEFAULT_VARIANTS
+) -> list[list[Step]]:
+    """Per N, one step per target (the relay first), one after the other."""
     server_core, load_core = cores()
-    rows: list[tuple[Step, Step | None]] = []
+    rows: list[list[Step]] = []
     with upstream(load_core, log_dir) as (url, upstream_process):
-        relay, ours = targets(url, settings)
+        servers = targets(url, variants)
         for n in steps:
-            if not budget.allows(f"relay N={n}", 2 * (seconds + STEP_OVERHEAD_S)):
+            if not budget.allows(f"relay N={n}", len(servers) * (seconds + STEP_OVERHEAD_S)):
                 break
-            pair: list[Step] = []
-            for target in (relay, ours):
+            row: list[Step] = []
+            for target in servers:
                 with running(target, server_core, log_dir) as server:
                     step = run_load(
                         server,
@@ -122,10 +142,10 @@ def measure(
                         also_measured=upstream_process,
                     )
                 step.target = target.name
-                pair.append(step)
+                row.append(step)
                 print(f"  {describe(step)}", flush=True)
-            rows.append((pair[0], pair[1]))
-            over = all(s.failed or s.p99 > P99_LIMIT_MS for s in pair)
+            rows.append(row)
+            over = all(s.failed or s.p99 > P99_LIMIT_MS for s in row)
             if n >= ALWAYS_UP_TO and over:
                 break
     return rows
@@ -153,51 +173,62 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
-def report(rows: list[tuple[Step, Step | None]], seconds: float, command: str) -> str:
+def report(rows: list[list[Step]], seconds: float, command: str) -> str:
     table = [
         "| server | N | p50 ms | p99 ms | max ms | server CPU % | µs CPU / frame | RSS MiB |"
         " generator CPU % | upstream CPU % | answers lost | |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ratios = ["| N | CPU per frame ours/relay | p50 ours/relay | p99 ours/relay |", "|---|---|---|---|"]
-    for pair in rows:
-        for s in pair:
-            if s is None:
-                continue
+    names = [s.target for s in rows[0][1:]] if rows else []
+    ratios = ["| server | N | CPU per frame / relay | p50 / relay | p99 / relay |", "|---|---|---|---|---|"]
+    for row in rows:
+        for s in row:
             table.append(
                 f"| {s.target} | {s.sessions} | {fmt(s.get('rtt_p50_ms'), 2)} | {fmt(s.get('rtt_p99_ms'), 2)} |"
                 f" {fmt(s.get('rtt_max_ms'))} | {fmt(s.server_cpu_pct, 0)} | {fmt(us_per_frame(s))} |"
                 f" {fmt(s.server_rss_kib / 1024, 0)} | {fmt(s.get('client_cpu_pct'), 0)} | {fmt(s.other_cpu_pct, 0)} |"
                 f" {s.result.get('frames_lost', '-')} | {s.failed or ''} |"
             )
-        relay, ours = pair
-        if ours is not None and relay.result and ours.result:
-            ratios.append(
-                f"| {relay.sessions} | {ratio(us_per_frame(ours), us_per_frame(relay))} |"
-                f" {ratio(ours.get('rtt_p50_ms'), relay.get('rtt_p50_ms'))} |"
-                f" {ratio(ours.get('rtt_p99_ms'), relay.get('rtt_p99_ms'))} |"
-            )
-    relays = [r for r, _ in rows]
-    ours_steps = [o for _, o in rows if o is not None]
+    for name in names:
+        for row in rows:
+            relay, ours = row[0], next((s for s in row[1:] if s.target == name), None)
+            if ours is not None and relay.result and ours.result:
+                ratios.append(
+                    f"| {name} | {relay.sessions} | {ratio(us_per_frame(ours), us_per_frame(relay))} |"
+                    f" {ratio(ours.get('rtt_p50_ms'), relay.get('rtt_p50_ms'))} |"
+                    f" {ratio(ours.get('rtt_p99_ms'), relay.get('rtt_p99_ms'))} |"
+                )
+    capacities = ", ".join(
+        f"{name} **{capacity([s for row in rows for s in row if s.target == name])}**"
+        for name in ["bare relay", *names]
+    )
     return f"""## Deepgram path against a bare relay (`bench/relay.py`)
 
-`{command}` ({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, Python {platform.python_version()})
+`{command}` ({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, Python {platform.python_version()},
+load average at the end {", ".join(f"{x:.2f}" for x in os.getloadavg())})
 
 N sessions stream 16 kHz mono s16 at real time in 20 ms frames for {seconds:g} s after a 1 s staggered start,
 through the server on core 0 to a Deepgram-compatible upstream (`bench/peers/deepgram_cadence.py`, in its own
 process beside the generator on core 1) that answers on the audio's clock, an interim every 0.25 s and a final
 every 1 s. presales-ws runs its real Deepgram engine through the SDK with default settings (text end of turn:
-Silero VAD on every frame); the bare relay (`bench/peers/relay.py`) forwards frames up and messages down and
-nothing else. Round trip: the frame that completes an answer (its end is the answer's end) sent -> the first
-message covering it received. CPU per frame: the server's CPU over the window / the frames it took in.
+Silero VAD on every frame) unless the row says otherwise; the bare relay (`bench/peers/relay.py`) forwards
+frames up and messages down and nothing else. Round trip: the frame that completes an answer (its end is the
+answer's end) sent -> the first message covering it received. CPU per frame: the server's CPU over the window
+/ the frames it took in. At each N the servers run one after the other.
 
 {chr(10).join(table)}
 
-Sessions per core at p99 <= {P99_LIMIT_MS:g} ms (of the steps run): presales-ws **{capacity(ours_steps)}**,
-bare relay **{capacity(relays)}**.
+Sessions per core at p99 <= {P99_LIMIT_MS:g} ms (of the steps run): {capacities}.
 
 {chr(10).join(ratios)}
 """
+
+
+def parse_variant(text: str) -> Variant:
+    """`main:/tmp/main-tree;TURN_DETECTION=off` -> Variant("main", {"TURN_DETECTION": "off"}, "/tmp/main-tree")."""
+    head, *settings = text.split(";")
+    name, _, tree = head.partition(":")
+    return Variant(name, dict(x.split("=", 1) for x in settings if x), tree or None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,14 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=BUDGET_S)
     parser.add_argument("--section", default="relay", help="the docs/BENCHMARKS.md section to write")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a presales-ws setting")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME[:TREE][;SETTING=VALUE...]",
+        help="a presales-ws configuration (default: this tree, default settings); repeatable",
+    )
     args = parser.parse_args(argv)
     steps = [int(x) for x in args.steps.split(",")] if args.steps else list(STEPS)
     raise_open_files_limit(8 * max(steps) + 1024)
     command = ".venv/bin/python -m bench.relay" + (" " + shlex.join(sys.argv[1:]) if len(sys.argv) > 1 else "")
     budget = Budget(args.budget_s)
     with tempfile.TemporaryDirectory(prefix="presales-relay-") as tmp:
-        rows = measure(steps, args.seconds, Path(tmp), budget, dict(x.split("=", 1) for x in args.set))
+        variants = [parse_variant(text) for text in args.variant] or list(DEFAULT_VARIANTS)
+        rows = measure(steps, args.seconds, Path(tmp), budget, variants)
     body = report(rows, args.seconds, command)
     print(body, flush=True)
     if not args.no_write:

@@ -88,10 +88,10 @@ def test_relay_bench_answers_on_the_cadence_through_both_servers(tmp_path: Path)
     from bench.perf import Budget
     from bench.relay import measure
 
-    rows = measure([SESSIONS], 2.0, tmp_path, Budget(300.0), {})
-    assert len(rows) == 1
+    rows = measure([SESSIONS], 2.0, tmp_path, Budget(300.0))
+    assert len(rows) == 1 and len(rows[0]) == 2  # the relay, presales-ws
     for step in rows[0]:
-        assert step is not None and step.failed is None, step
+        assert step.failed is None, step
         result = step.result
         assert result["connected"] == SESSIONS and result["errors"] == 0
         # an answer per 0.25 s of audio over the 2 s window (a send late past the window's end counts outside)
