@@ -249,7 +249,7 @@ class DeepgramStream:
     async def _watch_pauses(self, pcm: bytes) -> None:
         """VAD on the client's audio as it arrives: a pause after speech asks Deepgram for its final now."""
         assert self._policy is not None
-        self._last_audio_at = anyio.current_time()
+        self._last_audio_at = time.monotonic()  # per frame: cheaper than anyio.current_time() (a getpid on 3.11)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
         frames = samples.reshape(-1, self._fmt.channels)
         for channel, pauses in enumerate(self._pauses):
@@ -265,7 +265,7 @@ class DeepgramStream:
 
     async def _flush_held(self, *, idle_s: float = 0.0) -> None:
         """Held finals go out: the stream ends, or the client has sent no audio for `idle_s`."""
-        if anyio.current_time() - self._last_audio_at < idle_s:
+        if time.monotonic() - self._last_audio_at < idle_s:
             return
         for joiner in self._joiners:
             for event in joiner.flush():
