@@ -155,8 +155,9 @@ def describe(step: Step) -> str:
     if not step.result:
         return f"{step.target:<22} N={step.sessions:<4} FAILED: {step.failed}"
     return (
-        f"{step.target:<22} N={step.sessions:<4} p50 {step.get('rtt_p50_ms'):.2f} ms  p99 {step.get('rtt_p99_ms'):.2f}"
-        f" ms  server CPU {step.server_cpu_pct:.0f}% ({us_per_frame(step):.1f} µs/frame)"
+        f"{step.target:<22} N={step.sessions:<4} p50 {fmt(step.get('rtt_p50_ms'), 2)} ms"
+        f"  p99 {fmt(step.get('rtt_p99_ms'), 2)} ms"
+        f"  server CPU {step.server_cpu_pct:.0f}% ({us_per_frame(step):.1f} µs/frame)"
         f"  generator {step.get('client_cpu_pct'):.0f}%  upstream {step.other_cpu_pct:.0f}%"
         + (f"  FAILED: {step.failed}" if step.failed else "")
     )
