@@ -197,8 +197,6 @@ class DeepgramStream:
     # --- the TranscriberStream interface ---------------------------------------------------------------------
 
     async def send(self, pcm: bytes) -> None:
-        if self._pauses:
-            await self._watch_pauses(pcm)
         # Caught up, nothing to put before this audio (a pause's Finalize), a whole frame: it can go at once.
         direct = (
             self._direct is not None
@@ -215,11 +213,12 @@ class DeepgramStream:
                     "transcriber_busy", "Deepgram is not keeping up; the oldest unsent audio was dropped"
                 )
             )
-        if direct and self._write_now(pcm):
-            if self._finalize_at:  # this audio ends where a pause asked for a final: the pump sends it
-                self._new_audio.set()
-            return
-        self._new_audio.set()
+        if not (direct and self._write_now(pcm)):
+            self._new_audio.set()
+        if self._pauses:
+            # After the audio went up, so the VAD's batch never delays it; before the next frame is taken in
+            # (the receive loop waits for this), so a pause's Finalize still goes right after this audio.
+            await self._watch_pauses(pcm)
 
     def _write_now(self, pcm: bytes) -> bool:
         """The steady state's path: the frame goes onto the provider's socket from the receive loop, without
@@ -257,7 +256,8 @@ class DeepgramStream:
             if pauses.spoke and pauses.silence_ms >= self._policy.complete_ms:
                 pauses.mark()
                 # The pump sends Finalize right after this audio, before any that follows it.
-                self._finalize_at.append(self._buffer.end + len(pcm))
+                self._finalize_at.append(self._buffer.end)
+                self._new_audio.set()
             if not resumed:
                 settled = not self._words_pending[channel] and not self._finalize_at
                 for event in self._joiners[channel].on_pause(pauses.silence_ms, settled=settled):
