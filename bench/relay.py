@@ -52,7 +52,7 @@ from bench.report import write_section
 STEPS = (50, 100, 200, 300, 400, 500)
 ALWAYS_UP_TO = 200
 FRAMES_PER_S = 50
-BUDGET_S = 240.0
+BUDGET_S = 200.0
 STEP_OVERHEAD_S = 15.0
 UPSTREAM_KEY = "bench-relay-key-0123456789"
 UPSTREAM_START_TIMEOUT_S = 15.0
