@@ -57,15 +57,22 @@ class ChannelState:
     def __init__(self) -> None:
         self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
         self.context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)  # the last 64 samples before `skipped`
-        self.skipped: deque[Samples] = deque()
+        self.skipped: deque[Samples] = deque(maxlen=CATCH_UP_WINDOWS + 1)
 
     def skip(self, window: Samples) -> None:
         """A window the model did not hear (vad_gate.py). The last CATCH_UP_WINDOWS of them are heard, in
         order, before the channel's next window is, so its recurrent state is as if it had heard them all
-        (Silero's state forgets within a few windows); older ones only leave their last samples as context."""
-        if len(self.skipped) == CATCH_UP_WINDOWS:
-            self.context = self.skipped.popleft()[-CONTEXT_SAMPLES:]
-        self.skipped.append(window)
+        (Silero's state forgets within a few windows); the one before them gives them their context."""
+        self.skipped.append(window)  # a deque of CATCH_UP_WINDOWS + 1: the oldest drops by itself
+
+    def catch_up(self) -> list[Samples]:
+        """The skipped windows to hear before the next one (and the context they start from)."""
+        skipped = self.skipped
+        if len(skipped) > CATCH_UP_WINDOWS:
+            self.context = skipped.popleft()[-CONTEXT_SAMPLES:]
+        windows = list(skipped)
+        skipped.clear()
+        return windows
 
 
 class SileroBatch:
@@ -107,9 +114,7 @@ class SileroBatch:
             return
         # A channel whose last windows the gate skipped hears them first (its recurrent state catches up):
         # one model run per step, each step with every channel that still has a window to hear.
-        sequences = [(channel, [*channel.skipped, window]) for channel, window, _ in pending]
-        for channel, _ in sequences:
-            channel.skipped.clear()
+        sequences = [(channel, [*channel.catch_up(), window]) for channel, window, _ in pending]
         results: list[float] = [0.0] * len(pending)
         try:
             for step in range(max(len(windows) for _, windows in sequences)):
