@@ -4,8 +4,10 @@ On Deepgram, Silero on every 32 ms window of every channel cost about what the w
 Most windows say nothing new: a loud window in the middle of speech is speech, a window at the channel's
 noise floor in the middle of a pause is a pause. The gate answers those two cases from the window's level
 (one dot product) against an adaptive per-channel noise floor; every transition (speech starting, a pause
-starting) is still Silero's call, so a pause is found where Silero finds it, and noise at a steady level,
-however loud, becomes the floor rather than speech.
+starting) is still Silero's call, with its recurrent state caught up on the windows it skipped
+(vad_batch.py), so a pause is found where Silero alone finds it (tests/test_vad_gate.py), and noise at a
+steady level, however loud, becomes the floor rather than speech. A digitally silent window drops the floor
+to it: steady noise after that goes to Silero (costlier, never wrong) until the floor has risen back.
 """
 
 from __future__ import annotations
