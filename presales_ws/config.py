@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_complete_ms: int = 160
     turn_unsure_ms: int = 800
     turn_incomplete_ms: int = 1500
+    turn_decode_ahead_ms: int = 96
 
     heartbeat_interval_s: float = 15.0
     heartbeat_timeout_s: float = 45.0
@@ -157,6 +158,7 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         turn_complete_ms=env.int("TURN_COMPLETE_MS", defaults.turn_complete_ms),
         turn_unsure_ms=env.int("TURN_UNSURE_MS", defaults.turn_unsure_ms),
         turn_incomplete_ms=env.int("TURN_INCOMPLETE_MS", defaults.turn_incomplete_ms),
+        turn_decode_ahead_ms=env.int("TURN_DECODE_AHEAD_MS", defaults.turn_decode_ahead_ms),
         heartbeat_interval_s=env.float("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s),
         heartbeat_timeout_s=env.float("HEARTBEAT_TIMEOUT_S", defaults.heartbeat_timeout_s),
         send_timeout_s=env.float("SEND_TIMEOUT_S", defaults.send_timeout_s),
@@ -233,6 +235,7 @@ def _check_ranges(s: Settings) -> None:
         ("TURN_COMPLETE_MS", 64 <= s.turn_complete_ms < s.turn_unsure_ms, "must be 64 up to TURN_UNSURE_MS"),
         ("TURN_UNSURE_MS", s.turn_unsure_ms <= s.turn_incomplete_ms, "must be at most TURN_INCOMPLETE_MS"),
         ("TURN_INCOMPLETE_MS", s.turn_incomplete_ms <= 5000, "must be at most 5000"),
+        ("TURN_DECODE_AHEAD_MS", 32 <= s.turn_decode_ahead_ms <= s.turn_complete_ms, "must be 32-TURN_COMPLETE_MS"),
         ("LOCAL_INTERIM_INTERVAL_MS", 200 <= s.local_interim_interval_ms <= 10000, "must be 200-10000"),
         # Whisper sees 30 s, and the decoder wants >= 8 s of silence after the speech (transcribers/local.py).
         ("LOCAL_MAX_UTTERANCE_S", 2 <= s.local_max_utterance_s <= 22, "must be 2-22"),
