@@ -38,7 +38,6 @@ from presales_ws.transcribers.base import (
     TranscriptEvent,
     serving,
 )
-from presales_ws.transcribers.tails import head_of, joined
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy, turn_cue
 from presales_ws.transcribers.utterances import Decode, UtteranceSegmenter
 from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, Resampler, Samples, SileroProbability
@@ -189,11 +188,6 @@ class DecodePool:
         self._waiting: list[_Waiter] = []  # a heap: priority, then arrival
         self._order = itertools.count()
         self.limiter = anyio.CapacityLimiter(threads)  # anyio's worker threads, as many as slots
-
-    @property
-    def congested(self) -> bool:
-        """Every thread is busy: a decode asked for now waits for one."""
-        return self._free == 0
 
     @asynccontextmanager
     async def slot(self, priority: int) -> AsyncIterator[None]:
@@ -453,18 +447,10 @@ class LocalStream:
     async def _decode(self, channel: _Channel, job: Decode) -> tuple[str, float | None] | None:
         """Decode on a pool thread; None when an interim's audio was superseded before a thread was free."""
         if job.is_final or job.speculative:
-            # Every thread busy: decode only what the latest decode-ahead of this utterance has not read (tails.py).
-            head = head_of(channel.read_ahead, job.start, len(job.audio)) if self._pool.congested else None
-            audio = job.audio if head is None else job.audio[head.samples :]
             async with self._pool.slot(DecodePool.FINAL):
-                text, confidence = await anyio.to_thread.run_sync(
-                    self._decoders.final.decode, audio, limiter=self._pool.limiter
+                return await anyio.to_thread.run_sync(
+                    self._decoders.final.decode, job.audio, limiter=self._pool.limiter
                 )
-            if head is None:
-                return text, confidence
-            if not text:
-                return head.text, head.confidence  # nothing said after it
-            return joined(head, text), confidence  # the tail's confidence: its words decide the turn
         with anyio.CancelScope() as waiting:
             channel.waiting_interim = waiting
             try:
