@@ -316,7 +316,9 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="a line per fixture: latency, finals, words")
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity steps; writes nothing")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every server; writes nothing")
-    parser.add_argument("--before", help="also the engine at this commit (its presales_ws); writes nothing")
+    parser.add_argument(
+        "--before", action="append", default=[], help="also the engine at this commit (repeatable); writes nothing"
+    )
     parser.add_argument(
         "--variant", action="append", default=[], help="KEY=VALUE[,KEY=VALUE]: the default with these; writes nothing"
     )
@@ -329,10 +331,9 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         if comparing and not args.only:
             args.only = ["new (default)"]
-        if args.before:
-            tree = stack.enter_context(source_of(args.before))
-            name = f"before ({args.before})"
-            CONFIGS[name] = {"PYTHONPATH": str(tree)}
+        for commit in reversed(args.before):
+            name = f"before ({commit})"
+            CONFIGS[name] = {"PYTHONPATH": str(stack.enter_context(source_of(commit)))}
             args.only.insert(0, name)
         for variant in args.variant:
             CONFIGS[variant] = dict(item.split("=", 1) for item in variant.split(","))
