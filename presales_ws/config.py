@@ -235,7 +235,7 @@ def _check_ranges(s: Settings) -> None:
         ("TURN_COMPLETE_MS", 64 <= s.turn_complete_ms < s.turn_unsure_ms, "must be 64 up to TURN_UNSURE_MS"),
         ("TURN_UNSURE_MS", s.turn_unsure_ms <= s.turn_incomplete_ms, "must be at most TURN_INCOMPLETE_MS"),
         ("TURN_INCOMPLETE_MS", s.turn_incomplete_ms <= 5000, "must be at most 5000"),
-        ("TURN_DECODE_AHEAD_MS", 32 <= s.turn_decode_ahead_ms <= s.turn_complete_ms, "must be 32-TURN_COMPLETE_MS"),
+        ("TURN_DECODE_AHEAD_MS", 32 <= s.turn_decode_ahead_ms <= 5000, "must be 32-5000"),
         ("LOCAL_INTERIM_INTERVAL_MS", 200 <= s.local_interim_interval_ms <= 10000, "must be 200-10000"),
         # Whisper sees 30 s, and the decoder wants >= 8 s of silence after the speech (transcribers/local.py).
         ("LOCAL_MAX_UTTERANCE_S", 2 <= s.local_max_utterance_s <= 22, "must be 2-22"),
