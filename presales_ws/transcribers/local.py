@@ -443,7 +443,7 @@ class LocalStream:
                     # stale. Later decode-aheads are not: their words still decide their pauses.
                     channel.jobs = deque([*decodes, *(j for j in channel.jobs if j.speculative)])
                     continue
-                eager = cue is not TurnCue.INCOMPLETE
+                eager = cue is not TurnCue.INCOMPLETE and channel.segmenter.settled(job.key)
             if not job.is_final:
                 if not text or channel.jobs:
                     continue  # nothing heard yet, or already superseded by newer audio

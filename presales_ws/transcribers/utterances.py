@@ -159,6 +159,13 @@ class UtteranceSegmenter:
             self._aheads.remove(ahead)  # the speaker went on before this pause could end anything
         return []
 
+    def settled(self, key: tuple[float, int]) -> bool:
+        """The pause read by the decode-ahead `key` goes on and is already as long as a complete sentence's: its
+        words, if not final yet, are worth acting on (an eager interim). A pause read earlier than that is as
+        often a gap between words ("Does your platform support ... single sign-on?")."""
+        ahead = next((a for a in self._aheads if a.key == key), None)
+        return ahead is not None and ahead.pause >= self._need(TurnCue.COMPLETE)
+
     def split(self, final: Decode, cues: Mapping[tuple[float, int], TurnCue]) -> list[Decode]:
         """A final that closed before the words of its pauses were read, cut where they ended the turn: the
         same utterances the cues would have made had they come in time."""
