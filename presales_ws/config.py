@@ -87,6 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_complete_ms: Annotated[int, Meta(ge=64, description="pause that ends a complete sentence")] = 160
     turn_unsure_ms: Annotated[int, Meta(description="pause that ends words with no sign either way")] = 800
     turn_incomplete_ms: Annotated[int, Meta(le=5000, description="pause words that go on may take")] = 1500
+    turn_decode_ahead_ms: Annotated[
+        int, Meta(ge=32, le=5000, description="embedded: pause at which words are read (<= TURN_COMPLETE_MS)")
+    ] = 96
 
     # --- sessions
     heartbeat_interval_s: Annotated[float, Meta(gt=0, description="server pings")] = 15.0
