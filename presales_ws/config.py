@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_factor: float = 2.0
     rate_limit_burst_s: float = 5.0
     drain_timeout_s: float = 20.0
+    # A session whose client vanished without `stop` is kept this long for a resume (0: no resume).
+    resume_window_s: float = 60.0
+    redis_url: str | None = msgspec.field(default=None)  # shared resume state and per-key leases across instances
 
     channel_roles: tuple[Role, Role] = ("consultant", "customer")
     role_confidence_threshold: float = 0.6
@@ -99,7 +102,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if shown[secret]:
                 shown[secret] = "***"
         shown["api_keys"] = f"<{len(self.api_keys)} keys>"
-        for url in ("deepgram_url", "suggester_url"):  # credentials in a URL (https://user:pass@host/)
+        for url in ("deepgram_url", "suggester_url", "redis_url"):  # credentials in a URL (https://user:pass@host/)
             if shown[url] and "@" in shown[url]:
                 scheme, _, rest = shown[url].partition("://")
                 shown[url] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
@@ -176,6 +179,8 @@ def load_settings(dotenv: str | None = ".env") -> Settings:
         rate_limit_factor=env.float("RATE_LIMIT_FACTOR", defaults.rate_limit_factor),
         rate_limit_burst_s=env.float("RATE_LIMIT_BURST_S", defaults.rate_limit_burst_s),
         drain_timeout_s=env.float("DRAIN_TIMEOUT_S", defaults.drain_timeout_s),
+        resume_window_s=env.float("RESUME_WINDOW_S", defaults.resume_window_s),
+        redis_url=env.str("REDIS_URL", "") or None,
         knowledge_base=env.str("KNOWLEDGE_BASE", "") or None,
         suggester_url=env.str("SUGGESTER_URL", "") or None,
         suggester_api_key=env.str("SUGGESTER_API_KEY", "") or None,
@@ -256,6 +261,8 @@ def _check_ranges(s: Settings) -> None:
         ("RATE_LIMIT_FACTOR", s.rate_limit_factor >= 1, "must be >= 1 (1 = real time)"),
         ("RATE_LIMIT_BURST_S", s.rate_limit_burst_s >= 0.5, "must be >= 0.5"),
         ("DRAIN_TIMEOUT_S", 1 <= s.drain_timeout_s <= 300, "must be 1-300"),
+        ("RESUME_WINDOW_S", 0 <= s.resume_window_s <= 3600, "must be 0-3600 (0 = no resume)"),
+        ("REDIS_URL", (s.redis_url or "redis://").startswith(("redis://", "rediss://", "unix://")), "must be redis(s)://"),
         ("SUGGESTER_URL", (s.suggester_url or "http://").startswith(("http://", "https://")), "must be http(s)"),
         # Under the 30 s a stopping session gives its last finals: a question's answer must fit in it.
         ("SUGGESTER_TIMEOUT_S", 0.05 <= s.suggester_timeout_s <= 20, "must be 0.05-20"),
