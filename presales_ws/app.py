@@ -6,6 +6,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -19,6 +20,7 @@ from presales_ws.config import ConfigError, Settings, load_settings
 from presales_ws.demo import demo_routes
 from presales_ws.health import health
 from presales_ws.logs import configure_logging, get_logger
+from presales_ws.resume.redis import SharedState
 from presales_ws.service import Service
 from presales_ws.session import SessionEndpoint
 from presales_ws.suggesters import create_suggester
@@ -61,7 +63,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     except (TranscriberUnavailable, SuggesterUnavailable) as exc:
         print(f"presales-ws: {exc}", file=sys.stderr)  # one plain line, whatever the log format
         raise SystemExit(2) from None
-    service = Service(settings, transcriber, AccessGate(settings), suggester)
+    shared = None
+    if settings.redis_url:
+        state_ttl_s = settings.resume_window_s + 2 * settings.heartbeat_interval_s  # a live session re-shares each ping
+        shared = SharedState(settings.redis_url, state_ttl_s=state_ttl_s)
+    service = Service(settings, transcriber, AccessGate(settings), suggester, shared=shared)
     if service.gate.open:
         log.warning("access.open", detail="API_KEYS is not set: anyone who can reach this server may open sessions")
 
@@ -76,14 +82,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             transcriber=transcriber.name,
             suggester=suggester.name if suggester else None,
         )
-        try:
-            yield
-        finally:
-            service.draining = True
-            if suggester is not None:
-                await suggester.aclose()
-            await service.transcriber.aclose()
-            log.info("service.stopped")
+        async with anyio.create_task_group() as background:
+            if shared is not None:
+                await background.start(shared.run)
+            try:
+                yield
+            finally:
+                service.draining = True
+                if suggester is not None:
+                    await suggester.aclose()
+                await service.transcriber.aclose()
+                if shared is not None:
+                    await shared.aclose()
+                background.cancel_scope.cancel()
+                log.info("service.stopped")
 
     app = Starlette(
         routes=[

@@ -39,10 +39,13 @@ from presales_ws.protocol import (
     Suggestion,
     Transcript,
 )
+from presales_ws.registry import new_session_id
 from presales_ws.resume.replay import Replay, parse_finals_end
-from presales_ws.resume.tokens import new_token, token_digest
+from presales_ws.resume.state import RESEND_HORIZON_S, SessionState, Takeover, commit_point
+from presales_ws.resume.tokens import new_token, same_key, token_digest
 from presales_ws.service import Service
 from presales_ws.speakers import Role, SpeakerTracker, parse_channel_roles
+from presales_ws.suggesters.base import ContextLine
 from presales_ws.transcribers.base import (
     TranscriberBusy,
     TranscriberEvent,
@@ -54,6 +57,7 @@ from presales_ws.transcribers.base import (
 from presales_ws.transport.websocket import abort_connection
 
 STOP_FLUSH_TIMEOUT_S = 30.0  # after `stop`, the transcriber has this long to return the last finals
+RESEND_MARGIN_S = 2.0  # audio in flight when a connection broke, resent with what was recorded while away
 CLOSE_TIMEOUT_S = 5.0  # a close that cannot even be written (the client stopped reading) gives up after this
 
 log = get_logger("presales_ws.session")
@@ -76,11 +80,18 @@ class SessionEndpoint(WebSocketEndpoint):
             params, channel_roles = self.parse_params(websocket, service)
             if await self.resume(websocket, service, params, admission):
                 return
+            takeover = await self.take_over(service, params, admission)
+            if takeover is not None:
+                channel_roles = takeover.state.channel_roles
             self.check_capacity(service, admission)
+            session_id = takeover.state.session_id if takeover else new_session_id()
+            await self.check_shared_capacity(service, admission, session_id)
         except Refused as refusal:
             await self.refuse(websocket, subprotocol, refusal)
             return
-        session = Session(websocket, service, params, channel_roles, admission)
+        session = Session(
+            websocket, service, params, channel_roles, admission, session_id=session_id, takeover=takeover
+        )
         await session.run()
 
     async def resume(self, websocket: WebSocket, service: Service, params: SessionParams, admission: Admission) -> bool:
@@ -94,6 +105,32 @@ class SessionEndpoint(WebSocketEndpoint):
         finals_end = parse_finals_end(params.finals_end, params.channels)
         taken: bool = await session.attach(Link(websocket, admission.subprotocol, finals_end))
         return taken
+
+    async def take_over(self, service: Service, params: SessionParams, admission: Admission) -> Takeover | None:
+        """A token of a session another instance held (it drained, crashed, or the router moved the client): its
+        last shared state, if Redis has it for the same key and format."""
+        shared = service.shared
+        if params.resume is None or shared is None or service.draining or not service.settings.resume_window_s:
+            return None
+        digest = token_digest(params.resume)
+        state = await shared.load(digest) if digest else None
+        if state is None or not same_key(state.key_id, admission.key_id):
+            return None
+        if (state.sample_rate, state.channels) != (params.sample_rate, params.channels):
+            return None
+        if state.session_id in service.registry:  # held here, under another token: never two sessions in one
+            return None
+        return Takeover(state, params.resume, parse_finals_end(params.finals_end, params.channels))
+
+    async def check_shared_capacity(self, service: Service, admission: Admission, session_id: str) -> None:
+        """MAX_SESSIONS_PER_KEY across every instance sharing REDIS_URL; Redis down: this instance's count only."""
+        if service.shared is None or admission.key_id is None:
+            return
+        taken = await service.shared.take_lease(admission.key_id, session_id, service.settings.max_sessions_per_key)
+        if taken is False:
+            raise Refused("too_many_sessions", "this API key has too many open sessions", CloseCode.RATE_LIMITED)
+        if taken is None:
+            service.shared.hold_lease(admission.key_id, session_id)  # counted once Redis is back
 
     async def refuse(self, websocket: WebSocket, subprotocol: str | None, refusal: Refused) -> None:
         """Say why, then close, before reading a single frame: the client learns the reason and the code."""
@@ -153,6 +190,9 @@ class Session:
         params: SessionParams,
         channel_roles: tuple[Role, Role],
         admission: Admission,
+        *,
+        session_id: str | None = None,
+        takeover: Takeover | None = None,
     ) -> None:
         self.websocket = websocket
         self.admission = admission
@@ -185,27 +225,43 @@ class Session:
         self.link_lost = False  # the connection broke (or went silent) without `stop`: keep the session
         self.link_close: tuple[int, str] | None = None  # a close to send once the connection's tasks are gone
         self.parked = False
+        self.parked_at: float | None = None
         self.ended = anyio.Event()  # the session is over: no link can attach any more
         self.finished = anyio.Event()  # the transcriber's events ended: every final is queued
         self.next_links, self._links = anyio.create_memory_object_stream[Link](1)
+        self.given_session_id = session_id
+        self.takeover = takeover
+        self.audio_origin_s = 0.0  # session audio before this instance's first byte (a takeover's commit point)
+        self.finals_floor: dict[int, float] = {}  # finals ending by here were delivered by another instance
+        if takeover is not None:
+            self.resume_token = takeover.token
+            self.audio_origin_s = commit_point(takeover.state, takeover.finals_end)
+            self.finals_floor = takeover.finals_end or dict(enumerate(takeover.state.finals_end))
+            self.tracker.restore(takeover.state.questions)
+            self.bucket.grant((RESEND_HORIZON_S + RESEND_MARGIN_S) * self.format.bytes_per_second)  # the resend
         self.successor_scope = anyio.CancelScope()
 
     async def run(self) -> None:
         started = time.monotonic()
         client = self.websocket.client
         info = self.service.registry.add(
-            f"{client.host}:{client.port}" if client else "?", self.format.channels, self.admission.key_id
+            f"{client.host}:{client.port}" if client else "?",
+            self.format.channels,
+            self.admission.key_id,
+            session_id=self.given_session_id,
         )
         self.log = log.bind(session_id=info.session_id)
         self.session_id = info.session_id
         self.drain = info.drain
-        digest = token_digest(self.resume_token) if self.resume_token else None
+        digest = self.digest = token_digest(self.resume_token) if self.resume_token else None
         if digest:
             self.service.local_sessions.add(digest, self, self.admission.key_id)
         if self.service.suggester is not None:
             self.prompter = Prompter(
                 self.service.suggester, self.settings, info.session_id, self.arrivals, self._put_suggestion, self.log
             )
+            if self.takeover is not None:
+                self.prompter.context.extend(ContextLine(role, text) for role, text in self.takeover.state.context)
         await self.websocket.accept(subprotocol=self.admission.subprotocol)
         self.log.info(
             "session.connected",
@@ -225,9 +281,10 @@ class Session:
                             sample_rate=self.format.sample_rate,
                             channels=self.format.channels,
                             channel_roles=list(self.channel_roles) if self.format.channels == 2 else None,
+                            roles=self.tracker.roles or None,
                             resume_token=self.resume_token,
-                            resumed=False,
-                            received_s=0.0,
+                            resumed=self.takeover is not None,
+                            received_s=self.received_s,
                         )
                     )
                 )
@@ -247,6 +304,7 @@ class Session:
             self.ended.set()
             if digest:
                 self.service.local_sessions.remove(digest)
+            self._unshare()
             self.link.done.set()
             self._release_waiting_links()
             self.service.registry.remove(info.session_id)
@@ -331,7 +389,9 @@ class Session:
         """The client vanished without `stop`: keep the session (its transcriber stream too) for a resume. On a
         drain, or once the window passes, end it the lossless way."""
         self.parked = True
+        self.parked_at = time.monotonic()
         self.log.info("session.parked", window_s=self.settings.resume_window_s, received_s=self.received_s)
+        self._share()
         link: Link | None = None
         with anyio.move_on_after(self.settings.resume_window_s):
             async with anyio.create_task_group() as race:
@@ -344,6 +404,7 @@ class Session:
                 async def drained() -> None:  # a drain ends a parked session once its finals are out
                     await self.drain.wait()
                     await self.finished.wait()
+                    await self._share_now()
                     race.cancel_scope.cancel()
 
                 race.start_soon(take)
@@ -379,13 +440,53 @@ class Session:
             except Exception:
                 return False
             self.outbox.requeue(self.replay.unreceived(link.finals_end))
+            # The client resends what it recorded while away, at once: that is not a flood.
+            away_s = min(time.monotonic() - self.parked_at, RESEND_HORIZON_S) if self.parked_at else 0.0
+            self.bucket.grant((away_s + RESEND_MARGIN_S) * self.format.bytes_per_second)
             return True
         return False
 
     @property
     def received_s(self) -> float:
         """Seconds of session audio (per channel) the server has: a resuming client resends from here."""
-        return self.format.seconds(self.bytes_in)
+        return self.audio_origin_s + self.format.seconds(self.bytes_in)
+
+    # --- shared state (REDIS_URL): what another instance needs to go on with this session -------------------
+
+    def shared_state(self) -> SessionState:
+        channels = range(self.format.channels)
+        return SessionState(
+            session_id=self.session_id,
+            key_id=self.admission.key_id,
+            sample_rate=self.format.sample_rate,
+            channels=self.format.channels,
+            channel_roles=self.channel_roles,
+            questions=self.tracker.evidence,
+            context=[(line.speaker, line.text) for line in self.prompter.context] if self.prompter else [],
+            unanswered=[lookup.text for lookup in self.prompter.pending] if self.prompter else [],
+            finals_end=[max(self.replay.delivered_end(c), self.finals_floor.get(c, 0.0)) for c in channels],
+            received_s=self.received_s,
+        )
+
+    def _share(self) -> None:
+        """Queue this session's state for Redis; never waits (the write happens off the hot path)."""
+        if self.service.shared is not None and self.digest:
+            self.service.shared.save(self.digest, self.shared_state())
+
+    async def _share_now(self) -> None:
+        """Before a drain's 1012: the state another instance takes the session up from, written first."""
+        if self.service.shared is not None and self.digest:
+            await self.service.shared.save_now(self.digest, self.shared_state())
+
+    def _unshare(self) -> None:
+        """The session is over here: its lease goes; unless a drain handed it on, nobody may resume it."""
+        shared = self.service.shared
+        if shared is None:
+            return
+        if self.admission.key_id:
+            shared.release_lease(self.admission.key_id, self.session_id)
+        if self.digest and self.end_code != CloseCode.SERVICE_RESTART:
+            shared.forget(self.digest)
 
     def _lose_link(self, close: tuple[int, str] | None = None) -> None:
         """The connection broke or went silent without `stop`: end it, keep the session (resume off: end it)."""
@@ -416,6 +517,8 @@ class Session:
         while True:
             item = await self.outbox.get()
             if isinstance(item, Close):
+                if item.code == CloseCode.SERVICE_RESTART:
+                    await self._share_now()  # another instance takes the session up from here
                 await self._close(item.code, item.reason)
                 self.task_group.cancel_scope.cancel()
                 return
@@ -497,6 +600,7 @@ class Session:
                 return
             if now >= next_ping:
                 self._queue(self._encode(Ping(ts=round(time.time(), 3))))
+                self._share()  # keeps the shared state from expiring through a long silence
                 next_ping = now + interval
             await anyio.sleep(max(0.0, min(next_ping, deadline) - now))
 
@@ -530,7 +634,7 @@ class Session:
             await self.on_flood(stream, len(pcm))
             return
         self.bytes_in += len(pcm)
-        self.arrivals.received(self.format.seconds(self.bytes_in), time.monotonic())
+        self.arrivals.received(self.received_s, time.monotonic())
         await stream.send(pcm)
 
     async def on_flood(self, stream: TranscriberStream, dropped: int) -> None:
@@ -592,6 +696,11 @@ class Session:
     # --- transcripts -----------------------------------------------------------------------------------------
 
     def on_transcriber_event(self, event: TranscriberEvent) -> None:
+        if isinstance(event, TranscriptEvent) and self.audio_origin_s:
+            origin = self.audio_origin_s  # a takeover: this instance's stream started at the commit point
+            event = msgspec.structs.replace(event, start=event.start + origin, end=event.end + origin)
+            if event.end <= self.finals_floor.get(event.channel, 0.0):
+                return  # audio resent from before the last final the client has: already delivered
         if isinstance(event, TranscriptEvent):
             roles_changed = event.is_final and self.tracker.observe_final(event.channel, event.speaker_id, event.text)
             role, role_confidence = self.tracker.attribute(event.channel, event.speaker_id)
@@ -612,6 +721,8 @@ class Session:
                 self.prompter.on_transcript(message, eager=event.eager)
             if roles_changed:
                 self._queue(self._encode(Status("roles", roles=self.tracker.roles)))
+            if event.is_final:
+                self._share()
         elif isinstance(event, TranscriberStatus):
             self.log.info("transcriber.status", state=event.state, reason=event.reason)
             self._queue(self._encode(Status(event.state, reason=event.reason)))
