@@ -70,3 +70,28 @@ class CuttingProxy:
         with contextlib.suppress(OSError, RuntimeError):
             sink.close()
         self._links.discard(link)  # type: ignore[arg-type]
+
+
+class ThreadedProxy:
+    """A CuttingProxy on an event loop of its own, for synchronous tests (a browser driven by Playwright)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.proxy = asyncio.run_coroutine_threadsafe(CuttingProxy(upstream_port).start(), self._loop).result(10)
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+    def cut(self) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.cut)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
