@@ -292,6 +292,8 @@ class Session:
                     self.task_group = tg
                     if self.prompter is not None:
                         await tg.start(self.prompter.run)  # before any transcript can reach it
+                        for question in self.takeover.state.unanswered if self.takeover else ():
+                            self.prompter.ask_again(question)
                     tg.start_soon(self.forward_transcripts, stream)
                     tg.start_soon(self.watch_limits, stream, info.drain)
                     tg.start_soon(self.serve_links, stream)
@@ -455,6 +457,7 @@ class Session:
 
     def shared_state(self) -> SessionState:
         channels = range(self.format.channels)
+        prompter = self.prompter
         return SessionState(
             session_id=self.session_id,
             key_id=self.admission.key_id,
@@ -462,8 +465,8 @@ class Session:
             channels=self.format.channels,
             channel_roles=self.channel_roles,
             questions=self.tracker.evidence,
-            context=[(line.speaker, line.text) for line in self.prompter.context] if self.prompter else [],
-            unanswered=[lookup.text for lookup in self.prompter.pending] if self.prompter else [],
+            context=[(line.speaker, line.text) for line in prompter.context] if prompter else [],
+            unanswered=[lookup.question for lookup in prompter.pending if lookup.question] if prompter else [],
             finals_end=[max(self.replay.delivered_end(c), self.finals_floor.get(c, 0.0)) for c in channels],
             received_s=self.received_s,
         )

@@ -171,3 +171,22 @@ async def test_a_parked_session_ends_once_the_window_passes() -> None:
             assert late.ready.resumed is False and late.ready.session_id != session.session_id
     finally:
         server.stop()
+
+
+async def test_another_keys_connection_cannot_take_a_session() -> None:
+    key, other = "resume-owner-key-0123456", "resume-other-key-6543210"
+    settings = make_settings(transcriber="bench-echo", bench_echo=True, resume_window_s=30.0, api_keys=(key, other))
+    server = LiveServer(settings).start()
+    try:
+        async with connect(server.ws_url, key=key) as owner:
+            token = owner.ready.resume_token
+            assert token is not None
+            async with connect(server.ws_url, key=other, resume=token) as stranger:
+                assert stranger.ready.resumed is False and stranger.ready.session_id != owner.session_id
+            await owner.send_pcm(b"\x00\x00" * 320)  # the owner's connection goes on, not superseded
+            with anyio.fail_after(10):
+                while not isinstance(await owner.recv(), Transcript):
+                    pass
+            assert owner.close_code is None
+    finally:
+        server.stop()

@@ -13,15 +13,21 @@ import httpx
 import pytest
 import redis
 
+from presales_ws.access import key_id
 from presales_ws.client import Session, SessionRefused, connect
-from presales_ws.protocol import Transcript
-from presales_ws.resume.state import decoder
+from presales_ws.lookups import Question
+from presales_ws.protocol import Suggestion, Transcript
+from presales_ws.resume.redis import state_key
+from presales_ws.resume.state import SessionState, decoder, encoder
+from presales_ws.resume.tokens import new_token, token_digest
 from tests.conftest import LiveServer, make_settings
 from tests.redis_server import RedisServer, free_port
+from tests.test_suggestions_e2e import SAMPLE_KB
 
 pytestmark = pytest.mark.anyio
 
 KEY = "shared-state-test-key-0123"
+OTHER_KEY = "another-valid-key-4567890"
 FRAME = b"\x01\x00" * 320  # 20 ms of 16 kHz mono
 
 
@@ -33,14 +39,8 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def echo_server(redis_url: str, **overrides: object) -> LiveServer:
-    settings = make_settings(
-        transcriber="bench-echo",
-        bench_echo=True,
-        resume_window_s=30.0,
-        redis_url=redis_url,
-        api_keys=(KEY,),
-        **overrides,
-    )
+    options: dict[str, object] = {"api_keys": (KEY,), "resume_window_s": 30.0, **overrides}
+    settings = make_settings(transcriber="bench-echo", bench_echo=True, redis_url=redis_url, **options)
     return LiveServer(settings).start()
 
 
@@ -154,5 +154,61 @@ async def test_redis_down_at_start_sessions_still_work() -> None:
             assert session.ready.resume_token
             assert len(await finals_for(session, 10)) == 10
         assert health(server).json()["redis"] == "down"
+    finally:
+        server.stop()
+
+
+def handed_on_state(store: RedisServer) -> str:
+    """A session another instance held, as it left it in Redis; returns its resume token."""
+    token = new_token()
+    digest = token_digest(token)
+    assert digest is not None
+    state = SessionState(
+        session_id="s_elsewhere",
+        key_id=key_id(KEY),
+        sample_rate=16000,
+        channels=1,
+        channel_roles=("consultant", "customer"),
+        questions={0: 2, 1: 0},  # speaker 0 asked two questions: the customer, at 0.75
+        context=[("customer", "We have about three hundred people.")],
+        unanswered=[Question("What does it cost per seat?", "customer", 0, 1.0, 3.0)],
+        finals_end=[3.0],
+        received_s=4.0,
+    )
+    client = redis.Redis(port=store.port)
+    client.set(state_key(digest), encoder.encode(state))
+    client.close()
+    return token
+
+
+async def test_a_session_is_taken_up_from_the_state_another_instance_left(redis_server: RedisServer) -> None:
+    token = handed_on_state(redis_server)
+    server = echo_server(redis_server.url, knowledge_base=str(SAMPLE_KB))
+    try:
+        async with connect(server.ws_url, key=KEY, resume=token, finals_end="3.0") as session:
+            ready = session.ready
+            assert ready.resumed is True and ready.session_id == "s_elsewhere" and ready.resume_token == token
+            assert ready.received_s == 3.0  # the end of the last final the client has: resend from there
+            assert ready.roles == {"0": "customer", "1": "consultant"}
+            suggestion = None
+            with anyio.fail_after(10):
+                while suggestion is None:
+                    message = await session.recv()
+                    if isinstance(message, Suggestion) and not message.partial:
+                        suggestion = message
+            assert suggestion.question == "What does it cost per seat?" and "45 USD per seat" in suggestion.response
+            got = await finals_for(session, 5)
+            assert got[0].start == pytest.approx(3.0) and got[0].speaker == "customer"  # the session's clock, roles
+    finally:
+        server.stop()
+
+
+async def test_another_keys_token_gets_a_new_session(redis_server: RedisServer) -> None:
+    token = handed_on_state(redis_server)
+    server = echo_server(redis_server.url, api_keys=(KEY, OTHER_KEY))
+    try:
+        async with connect(server.ws_url, key=OTHER_KEY, resume=token) as session:
+            assert session.ready.resumed is False and session.ready.session_id != "s_elsewhere"
+            assert session.ready.received_s == 0.0 and not session.ready.roles
     finally:
         server.stop()

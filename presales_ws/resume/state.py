@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from presales_ws.lookups import Question
 from presales_ws.speakers import Role
 
 RESEND_HORIZON_S = 30.0  # a client keeps this much audio not yet final (presales_ws/resume/resend.py)
@@ -22,7 +23,7 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True):
     channel_roles: tuple[Role, Role]
     questions: dict[int, int]  # speaker id -> questions asked: the speaker tracker's evidence
     context: list[tuple[Role, str]]  # the suggester's context lines, oldest first
-    unanswered: list[str]  # final questions whose suggestion had not gone out
+    unanswered: list[Question]  # final questions whose suggestion had not gone out: asked again
     finals_end: list[float]  # per channel: end of the last final written to the client
     received_s: float  # seconds of session audio the instance had received
 
