@@ -69,7 +69,7 @@ class CuttingProxy:
                 await sink.drain()
         with contextlib.suppress(OSError, RuntimeError):
             sink.close()
-        self._links.discard(link)  # type: ignore[arg-type]
+        self._links.discard(link)
 
 
 class ThreadedProxy:
