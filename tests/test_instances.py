@@ -165,6 +165,8 @@ async def test_sigkill_of_the_instance_holding_a_session(cluster: tuple[RedisSer
     assert abs(got[-1].start - MANIFEST[CALL]["utterances"][-1]["start_s"]) < 0.05  # on the session's clock
     assert isinstance(messages[-1], Status) and messages[-1].state == "closed"
     assert '"event": "session.connected"' in second.log
+    token = readies[0].resume_token
+    assert token and token not in first.log and token not in second.log  # a token is never logged
 
 
 async def test_a_drained_instance_hands_its_session_on(cluster: tuple[RedisServer, Instance, Instance]) -> None:
