@@ -190,3 +190,39 @@ async def test_another_keys_connection_cannot_take_a_session() -> None:
             assert owner.close_code is None
     finally:
         server.stop()
+
+
+async def test_a_cut_right_after_stop_still_delivers_every_final(echo_server: LiveServer) -> None:
+    proxy = await CuttingProxy(echo_server.port).start()
+    try:
+        with anyio.fail_after(30):
+            async with connect(proxy.ws_url) as session:
+                for _ in range(100):
+                    await session.send_pcm(b"\x01\x00" * 320)
+                await session.stop()
+                proxy.cut()  # the stop may or may not have arrived: the client sends it again after the resume
+                messages = [m async for m in session]
+        got = finals(messages)
+        assert session.resumes == 1
+        assert abs(got[-1].end - 2.0) < 1e-3 and sum(f.end - f.start for f in got) == pytest.approx(2.0)
+        assert isinstance(messages[-1], Status) and messages[-1].state == "closed"
+        assert session.close_code == 1000
+    finally:
+        await proxy.stop()
+
+
+async def test_a_drain_ends_a_parked_session_without_waiting_for_its_window() -> None:
+    server = LiveServer(make_settings(transcriber="bench-echo", bench_echo=True, resume_window_s=600.0)).start()
+    try:
+        proxy = await CuttingProxy(server.port).start()
+        async with connect(proxy.ws_url, auto_resume=False) as session:
+            await session.send_pcm(b"\x00\x00" * 3200)
+            assert await anyio.to_thread.run_sync(server.wait_until, lambda: len(server.service.registry) == 1)
+            proxy.cut()
+            await proxy.stop()
+            sessions = server.service.local_sessions
+            assert await anyio.to_thread.run_sync(server.wait_until, lambda: any(s.parked for s in sessions))
+        left = await anyio.to_thread.run_sync(lambda: server.call(server.service.drain).result(timeout=30))
+        assert left == 0 and len(server.service.registry) == 0  # not kept for its 600 s window
+    finally:
+        server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from presales_ws.resume.tokens import same_key, token_digest
@@ -17,6 +18,9 @@ class LocalSessions(Generic[S]):
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def __iter__(self) -> Iterator[S]:
+        return iter([session for session, _ in self._sessions.values()])
 
     def add(self, digest: str, session: S, key_id: str | None) -> None:
         self._sessions[digest] = (session, key_id)
