@@ -35,7 +35,7 @@ Health = Literal["ok", "down"]
 
 class _Set(msgspec.Struct, frozen=True):
     key: str
-    value: bytes
+    state: SessionState  # encoded by the writer, not by the session that queued it
     ttl_ms: int
 
 
@@ -74,7 +74,7 @@ class SharedState:
     # --- the sessions' side: never waits on Redis ---------------------------------------------------------
 
     def save(self, digest: str, state: SessionState) -> None:
-        self._put(state_key(digest), _Set(state_key(digest), encoder.encode(state), self._state_ttl_ms))
+        self._put(state_key(digest), _Set(state_key(digest), state, self._state_ttl_ms))
 
     def forget(self, digest: str) -> None:
         """The session ended for good (stop, window passed): nobody may resume it anywhere."""
@@ -89,7 +89,7 @@ class SharedState:
     async def save_now(self, digest: str, state: SessionState) -> bool:
         """Write a state before going on (a drain, before its 1012); False if Redis did not take it in time."""
         self._queue.pop(state_key(digest), None)
-        return await self._do(_Set(state_key(digest), encoder.encode(state), self._state_ttl_ms))
+        return await self._do(_Set(state_key(digest), state, self._state_ttl_ms))
 
     async def load(self, digest: str) -> SessionState | None:
         """A session another instance held; None when unknown, expired, unreadable, or Redis is down."""
@@ -171,7 +171,7 @@ class SharedState:
         try:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                 if isinstance(write, _Set):
-                    await self._redis.set(write.key, write.value, px=write.ttl_ms)
+                    await self._redis.set(write.key, encoder.encode(write.state), px=write.ttl_ms)
                 elif isinstance(write, _Delete):
                     await self._redis.delete(write.key)
                 else:
