@@ -40,9 +40,10 @@ from presales_ws.protocol import (
     Transcript,
 )
 from presales_ws.registry import new_session_id
+from presales_ws.resume.admission import check_shared_capacity, take_over
 from presales_ws.resume.replay import Replay, parse_finals_end
 from presales_ws.resume.state import RESEND_HORIZON_S, SessionState, Takeover, commit_point
-from presales_ws.resume.tokens import new_token, same_key, token_digest
+from presales_ws.resume.tokens import new_token, token_digest
 from presales_ws.service import Service
 from presales_ws.speakers import Role, SpeakerTracker, parse_channel_roles
 from presales_ws.suggesters.base import ContextLine
@@ -80,12 +81,12 @@ class SessionEndpoint(WebSocketEndpoint):
             params, channel_roles = self.parse_params(websocket, service)
             if await self.resume(websocket, service, params, admission):
                 return
-            takeover = await self.take_over(service, params, admission)
+            takeover = await take_over(service, params, admission)
             if takeover is not None:
                 channel_roles = takeover.state.channel_roles
             self.check_capacity(service, admission)
             session_id = takeover.state.session_id if takeover else new_session_id()
-            await self.check_shared_capacity(service, admission, session_id)
+            await check_shared_capacity(service, admission, session_id)
         except Refused as refusal:
             await self.refuse(websocket, subprotocol, refusal)
             return
@@ -105,32 +106,6 @@ class SessionEndpoint(WebSocketEndpoint):
         finals_end = parse_finals_end(params.finals_end, params.channels)
         taken: bool = await session.attach(Link(websocket, admission.subprotocol, finals_end))
         return taken
-
-    async def take_over(self, service: Service, params: SessionParams, admission: Admission) -> Takeover | None:
-        """A token of a session another instance held (it drained, crashed, or the router moved the client): its
-        last shared state, if Redis has it for the same key and format."""
-        shared = service.shared
-        if params.resume is None or shared is None or service.draining or not service.settings.resume_window_s:
-            return None
-        digest = token_digest(params.resume)
-        state = await shared.load(digest) if digest else None
-        if state is None or not same_key(state.key_id, admission.key_id):
-            return None
-        if (state.sample_rate, state.channels) != (params.sample_rate, params.channels):
-            return None
-        if state.session_id in service.registry:  # held here, under another token: never two sessions in one
-            return None
-        return Takeover(state, params.resume, parse_finals_end(params.finals_end, params.channels))
-
-    async def check_shared_capacity(self, service: Service, admission: Admission, session_id: str) -> None:
-        """MAX_SESSIONS_PER_KEY across every instance sharing REDIS_URL; Redis down: this instance's count only."""
-        if service.shared is None or admission.key_id is None:
-            return
-        taken = await service.shared.take_lease(admission.key_id, session_id, service.settings.max_sessions_per_key)
-        if taken is False:
-            raise Refused("too_many_sessions", "this API key has too many open sessions", CloseCode.RATE_LIMITED)
-        if taken is None:
-            service.shared.hold_lease(admission.key_id, session_id)  # counted once Redis is back
 
     async def refuse(self, websocket: WebSocket, subprotocol: str | None, refusal: Refused) -> None:
         """Say why, then close, before reading a single frame: the client learns the reason and the code."""
