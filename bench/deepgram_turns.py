@@ -33,9 +33,9 @@ import numpy as np
 from bench.embedded import Fixture, Result, load_fixtures, ms, pct, stream
 from bench.perf import Target, running
 from bench.report import write_section
+from presales_ws.client.wavfile import read_wav
 from presales_ws.questions import is_question
 from presales_ws.transcribers.vad import PauseTracker
-from presales_ws.wavfile import read_wav
 from tests.deepgram_server import ConnectionRecord, FakeDeepgram, Script, ScriptedUtterance
 
 KEY = "bench-key-0123456789"

@@ -24,8 +24,8 @@ import httpx
 
 from bench.report import write_section
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import ServerMessage
-from presales_ws.wavfile import read_wav
 from tests.deepgram_server import FakeDeepgram, Script
 
 KEY = "drain-test-key-0123456789"

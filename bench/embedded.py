@@ -31,8 +31,8 @@ from bench.load import percentile
 from bench.perf import Server, Target, running
 from bench.report import write_section
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Error, Suggestion, Transcript
-from presales_ws.wavfile import read_wav
 from tests.support import word_error_rate
 
 ROOT = Path(__file__).resolve().parent.parent

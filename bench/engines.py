@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.report import write_section
-from presales_ws.wavfile import read_wav
+from presales_ws.client.wavfile import read_wav
 
 # The tests' WER (lower case, no punctuation), imported by name: mypy checks bench/, not tests/.
 support: Any = importlib.import_module("tests.support")

@@ -19,9 +19,9 @@ from websockets.exceptions import ConnectionClosed
 
 from bench.report import write_section
 from presales_ws.client import connect
-from presales_ws.fuzzing import mutate
 from presales_ws.protocol import Error, Pong
 from tests.conftest import LiveServer, make_settings
+from tests.fuzzing import mutate
 
 
 async def fuzz_connection(url: str, seed: int, frames: int, codes: collections.Counter[str], crashes: list[str]) -> int:
@@ -70,7 +70,7 @@ async def main(total: int, connections: int) -> None:
 
 `.venv/bin/python -m bench.fuzz --frames {total} --connections {connections}` ({elapsed:.0f} s on this machine)
 
-Frames from `presales_ws/fuzzing.py`: random binary of odd sizes, truncated / mistyped / oversized / deeply
+Frames from `tests/fuzzing.py`: random binary of odd sizes, truncated / mistyped / oversized / deeply
 nested JSON, junk values, bad base64, unicode junk, sequences out of order; {connections} connections at once.
 
 **Crashes: {len(crashes)}** {"(" + "; ".join(crashes[:5]) + ")" if crashes else ""};

@@ -34,8 +34,8 @@ import anyio
 from bench.perf import Server, presales, running
 from bench.report import write_section
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Transcript
-from presales_ws.wavfile import read_wav
 from tests.deepgram_server import FIXTURES, FakeDeepgram, Plan, Script, write_mono_mix
 
 KEY = "hostile-bench-key-0123456789"

@@ -115,16 +115,16 @@ class Target:
 
 
 def presales(mode: str, **env: str) -> Target:
+    """presales-ws on the echo engine (bench/echo_server.py), or `presales-ws serve` if env names a TRANSCRIBER."""
     settings = {
-        "TRANSCRIBER": "bench-echo",
-        "BENCH_ECHO": "1",
         "LOG_LEVEL": "warning",
         "LOG_FORMAT": "json",
         "MAX_SESSIONS": "5000",  # the default 500 would refuse the upper steps
         # RATE_LIMIT_FACTOR stays at its default (2x real time): real-time streaming never touches it.
     }
     settings.update(env)
-    return Target(f"presales-ws {mode}", ["presales_ws", "serve"], mode, settings)
+    module = ["presales_ws", "serve"] if "TRANSCRIBER" in env else ["bench.echo_server"]
+    return Target(f"presales-ws {mode}", module, mode, settings)
 
 
 BARE = Target("bare uvicorn", ["bench.peers.bare"], "binary")
@@ -526,7 +526,6 @@ def deepgram_step(
 
     with FakeDeepgram(Script(()), api_key=DEEPGRAM_KEY, record_audio=False, echo_frames=True) as fake:
         target = presales("binary", TRANSCRIBER="deepgram", DEEPGRAM_API_KEY=DEEPGRAM_KEY, DEEPGRAM_URL=fake.url)
-        target.env.pop("BENCH_ECHO")
         with running(target, server_core, log_dir) as server:
             step = run_load(server, server.url, n, seconds, "binary", load_core, dump_frames=True)
         echoes = {frame_id: (got, sent) for c in fake.connections for frame_id, got, sent in c.echoes}

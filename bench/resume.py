@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import anyio
 
+from bench.echo_server import EchoTranscriber
 from bench.report import write_section
+from presales_ws.app import create_app
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import ServerMessage, Status, Transcript
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, words
 from tests.tcp_proxy import CuttingProxy
@@ -88,9 +90,8 @@ def finals_of(messages: list[ServerMessage]) -> list[Transcript]:
 
 
 async def echo_part(sessions: int, cuts: int, frames: int, rng: random.Random) -> EchoTotals:
-    server = LiveServer(
-        make_settings(transcriber="bench-echo", bench_echo=True, resume_window_s=60.0, log_level="error")
-    ).start()
+    settings = make_settings(resume_window_s=60.0, log_level="error")
+    server = LiveServer(settings, create_app(settings, transcriber=EchoTranscriber())).start()
     totals = EchoTotals()
     try:
 

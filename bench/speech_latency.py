@@ -27,8 +27,8 @@ from bench.load import percentile
 from bench.perf import Target, running
 from bench.report import write_section
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Error, Suggestion, Transcript
-from presales_ws.wavfile import read_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

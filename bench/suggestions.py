@@ -35,9 +35,9 @@ from bench.perf import Target, running
 from bench.report import write_section
 from bench.speech_latency import FIXTURES, FRAME_S, MANIFEST, ROOT, server
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.lookups import words_of
 from presales_ws.protocol import Suggestion
-from presales_ws.wavfile import read_wav
 
 KINDS = {"instant": "instant", "1.0 s": "slow", "streaming, first delta at 300 ms": "stream"}
 QUESTIONS = [

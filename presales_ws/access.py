@@ -15,11 +15,11 @@ import msgspec
 from starlette.websockets import WebSocket
 
 from presales_ws.config import Settings
-from presales_ws.protocol import CloseCode, ErrorCode
+from presales_ws.protocol import KEY_PREFIX, SUBPROTOCOL, CloseCode, ErrorCode
 
-SUBPROTOCOL = "presales.v1"
-KEY_PREFIX = "key."
-DEV_EXTENSION_ORIGIN = re.compile(r"chrome-extension://[a-p]{32}")
+# Any Chrome extension (development only): an id is 32 letters a-p, a SHA-256 prefix written in hex shifted to a-p.
+DEV_EXTENSION_ORIGIN_PATTERN = r"chrome-extension://[a-p]{32}"
+DEV_EXTENSION_ORIGIN = re.compile(DEV_EXTENSION_ORIGIN_PATTERN)
 
 
 class Refused(Exception):

@@ -103,8 +103,10 @@ def configure_logging(settings: Settings) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # faster-whisper logs every decode at info: that is per-utterance noise in the hot path.
-    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    # faster-whisper logs every decode at info (per-utterance noise in the hot path); bm25s sets its own logger
+    # to debug and says "Building index" at every start.
+    for chatty in ("faster_whisper", "bm25s"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _identity(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -11,7 +11,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from presales_ws.speakers import Role
+Role = Literal["customer", "consultant", "unknown"]  # who spoke, as the wire says it (speakers.py decides)
+
+# The handshake: a client offers SUBPROTOCOL, and a browser (which cannot set headers) its key as KEY_PREFIX + key.
+SUBPROTOCOL = "presales.v1"
+KEY_PREFIX = "key."
+
 
 # --- close codes -------------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Does an utterance read as a question? The evidence the speaker tracker uses to tell the customer apart.
 
 A word-level heuristic rather than a model, so it costs nothing per final and behaves the same on every engine,
-with or without punctuation. A later issue will extend it.
+with or without punctuation.
 """
 
 from __future__ import annotations

@@ -59,11 +59,21 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
 
 
 class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain before its shutdown; uses only its public `run`, `serve`, `handle_exit`
+    and `should_exit`, so no private attribute of uvicorn's ties it to one version."""
+
     def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
         self.service = service
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain: asyncio.Task[None] | None = None
+        self._drain_signal: int | None = None
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve; after a drain, re-raise its signal so the process ends as signalled (exit -15 for SIGTERM)."""
+        super().run(sockets)
+        if self._drain_signal is not None:
+            signal.raise_signal(self._drain_signal)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -73,7 +83,7 @@ class DrainingServer(uvicorn.Server):
         if self._drain is not None or self._loop is None or self.should_exit:
             super().handle_exit(sig, frame)  # a second signal: uvicorn's own shutdown (SIGINT twice: force)
             return
-        self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
+        self._drain_signal = sig
         self.service.draining = True  # /health says 503 from this instant
         self._loop.call_soon_threadsafe(self._start_drain, signal.Signals(sig).name)
 
@@ -88,3 +98,9 @@ class DrainingServer(uvicorn.Server):
         left = await self.service.drain()
         log.info("server.drained", sessions=sessions, cut=left)
         self.should_exit = True
+
+
+def run_server(app: Any, settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve `app` (from `create_app`) until a signal, draining first: `presales-ws serve` and the benchmarks."""
+    config = uvicorn_config(app, settings, host=host or settings.host, port=settings.port if port is None else port)
+    DrainingServer(config, app.state.service).run()

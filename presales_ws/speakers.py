@@ -6,11 +6,11 @@ diarized speaker ids learns it from evidence: in a presales call the customer as
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
+from presales_ws.protocol import Role as Role
 from presales_ws.questions import is_question
 
-Role = Literal["customer", "consultant", "unknown"]
 ROLES: tuple[Role, ...] = ("customer", "consultant", "unknown")
 CALL_ROLES: dict[str, Role] = {"customer": "customer", "consultant": "consultant"}  # the roles a channel can have
 

@@ -11,8 +11,8 @@ from typing import Literal
 import anyio
 
 from presales_ws.client import Session, connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import ServerMessage, Transcript
-from presales_ws.wavfile import read_wav
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MANIFEST = {entry["file"]: entry for entry in json.loads((FIXTURES / "fixtures.json").read_text())}

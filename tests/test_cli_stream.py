@@ -10,10 +10,14 @@ import select
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from presales_ws.client.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
 
@@ -113,3 +117,23 @@ def test_stream_sends_the_key_from_the_environment(keyed_server: LiveServer) -> 
     assert admitted.returncode == 0, admitted.stderr
     assert KEY not in admitted.stdout + admitted.stderr
     assert SUMMARY.search(admitted.stdout) is not None
+
+
+def test_a_three_channel_wav_streams_mixed_down_to_one_channel(live_server: LiveServer, tmp_path: Path) -> None:
+    """More than two channels are one microphone to the service: mixed down, not sent as if they were mono."""
+    file = "sso_question_us.wav"
+    with wave.open(str(FIXTURES / file), "rb") as mono:
+        rate, pcm = mono.getframerate(), mono.readframes(mono.getnframes())
+    three = tmp_path / "three_channels.wav"
+    with wave.open(str(three), "wb") as out:
+        out.setnchannels(3)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.repeat(np.frombuffer(pcm, dtype="<i2"), 3).tobytes())  # the same voice on all three
+    assert read_wav(three) == read_wav(FIXTURES / file)  # the mix of three equal channels is that channel
+    command = [sys.executable, "-m", "presales_ws", "stream", str(three), "--url", live_server.ws_url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "'channels': 1" in result.stdout.splitlines()[0], result.stdout
+    finals = [m["text"] for m in FINAL_LINE.finditer(result.stdout)]
+    assert word_error_rate(reference_text(file), " ".join(finals)) <= 0.3, result.stdout

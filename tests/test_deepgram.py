@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Error, ServerMessage, Status, Transcript
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.deepgram_server import FakeDeepgram, Plan, Script
 from tests.support import FIXTURES, MANIFEST, finals

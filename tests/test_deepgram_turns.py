@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import ServerMessage, Transcript
-from presales_ws.wavfile import read_wav
 from tests.deepgram_server import Script
 from tests.support import FIXTURES, MANIFEST, finals
 from tests.test_deepgram import Start

@@ -16,7 +16,7 @@ import pytest
 import soxr
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
-from presales_ws.wavfile import read_wav
+from presales_ws.client.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
 from tests.tcp_proxy import ThreadedProxy

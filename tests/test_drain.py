@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,4 @@ async def test_sigterm_drains_fifty_sessions_mid_utterance(tmp_path: Path) -> No
         assert text.startswith("Yes, we integrate with Salesforce"), text  # the words received before SIGTERM
     assert '"event": "server.drained"' in run.log and '"cut": 0' in run.log, run.log[-2000:]
     assert KEY not in run.log
+    assert run.exit_code == -signal.SIGTERM  # the signal re-raised after the drain: the process ends as signalled

@@ -44,8 +44,8 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Status, Stop, Suggestion, decode_client_message, encode
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
 from tests.test_suggestions_e2e import SAMPLE_KB

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from presales_ws.client import connect
-from presales_ws.wavfile import read_wav
+from presales_ws.client.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.deepgram_server import FakeDeepgram, Script
 from tests.support import FIXTURES

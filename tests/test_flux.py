@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from presales_ws.audio import AudioFormat
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Error, Status, Transcript
 from presales_ws.transcribers.base import TranscriptEvent
 from presales_ws.transcribers.deepgram import DeepgramTranscriber
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.deepgram_server import FakeDeepgram, Plan, Script
 from tests.support import FIXTURES, MANIFEST, finals

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from presales_ws.client import connect
-from presales_ws.fuzzing import mutate
 from presales_ws.protocol import Error, ErrorCode, Pong, ServerMessage
 from tests.conftest import LiveServer
+from tests.fuzzing import mutate
 from tests.support import final_text, reference_text, send_file, word_error_rate
 
 DOCUMENTED = set(typing.get_args(ErrorCode))

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def fast_heartbeat_server() -> Iterator[LiveServer]:
-    server = LiveServer(make_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=0.8)).start()
+    server = LiveServer(make_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=1.6)).start()
     yield server
     server.stop()
 
@@ -25,7 +25,7 @@ def fast_heartbeat_server() -> Iterator[LiveServer]:
 async def test_server_pings_and_a_client_that_answers_stays(fast_heartbeat_server: LiveServer) -> None:
     async with connect(fast_heartbeat_server.ws_url, auto_pong=False) as session:
         pings = 0
-        with anyio.move_on_after(2.0):  # 2.5 idle timeouts
+        with anyio.move_on_after(4.0):  # 2.5 idle timeouts; 1.6 s outlasts a busy CI machine's stalls
             while True:
                 message = await session.recv()
                 if isinstance(message, Ping):

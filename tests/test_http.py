@@ -64,8 +64,10 @@ async def test_cors_allows_chrome_extensions_in_development(live_server: LiveSer
     async with httpx.AsyncClient(base_url=live_server.http_url) as http:
         allowed = await http.get("/health", headers={"Origin": origin})
         other = await http.get("/health", headers={"Origin": "https://evil.example"})
+        not_an_id = await http.get("/health", headers={"Origin": "chrome-extension://" + "z" * 32})  # ids are a-p
     assert allowed.headers.get("access-control-allow-origin") == origin
     assert "access-control-allow-origin" not in other.headers
+    assert "access-control-allow-origin" not in not_an_id.headers
 
 
 async def test_demo_page_and_its_modules_are_served_from_the_package_with_nothing_from_outside(

@@ -20,9 +20,9 @@ import pytest
 import redis
 
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import ServerMessage, Status
 from presales_ws.resume.state import decoder
-from presales_ws.wavfile import read_wav
 from tests.deepgram_server import FakeDeepgram, Script
 from tests.redis_server import RedisServer, free_port
 from tests.support import FIXTURES, MANIFEST, finals

@@ -9,9 +9,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from presales_ws.client import SessionRefused, connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.limits import Flood, TokenBucket
 from presales_ws.protocol import Error, ServerMessage, Status
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, final_text, reference_text, send_file, word_error_rate
 

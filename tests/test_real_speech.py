@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from presales_ws.client.wavfile import read_wav
 from presales_ws.transcribers.moonshine import MoonshineDecoder
-from presales_ws.wavfile import read_wav
 from tests.support import FIXTURES, word_error_rate, words
 
 REAL = json.loads((FIXTURES / "real.json").read_text())

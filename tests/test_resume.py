@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 
+from bench.echo_server import EchoTranscriber
+from presales_ws.app import create_app
 from presales_ws.client import Session, connect
+from presales_ws.client.wavfile import read_wav
+from presales_ws.config import Settings
 from presales_ws.protocol import ServerMessage, Status, Transcript
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, final_text, finals, reference_text, word_error_rate, words
 from tests.tcp_proxy import CuttingProxy
@@ -24,9 +27,14 @@ FRAME_MS = 20
 MAX_WER = 0.25
 
 
+def echo_live(settings: Settings) -> LiveServer:
+    """The service with the benchmarks' echo engine: one final per frame received, covering exactly its audio."""
+    return LiveServer(settings, create_app(settings, transcriber=EchoTranscriber())).start()
+
+
 @pytest.fixture(scope="module")
 def echo_server() -> Iterator[LiveServer]:
-    server = LiveServer(make_settings(transcriber="bench-echo", bench_echo=True, resume_window_s=30.0)).start()
+    server = echo_live(make_settings(resume_window_s=30.0))
     yield server
     server.stop()
 
@@ -152,7 +160,7 @@ async def test_a_token_in_use_supersedes_the_older_connection(echo_server: LiveS
 
 
 async def test_a_parked_session_ends_once_the_window_passes() -> None:
-    server = LiveServer(make_settings(transcriber="bench-echo", bench_echo=True, resume_window_s=1.0)).start()
+    server = echo_live(make_settings(resume_window_s=1.0))
     try:
         proxy = await CuttingProxy(server.port).start()
         async with connect(proxy.ws_url) as session:
@@ -175,8 +183,7 @@ async def test_a_parked_session_ends_once_the_window_passes() -> None:
 
 async def test_another_keys_connection_cannot_take_a_session() -> None:
     key, other = "resume-owner-key-0123456", "resume-other-key-6543210"
-    settings = make_settings(transcriber="bench-echo", bench_echo=True, resume_window_s=30.0, api_keys=(key, other))
-    server = LiveServer(settings).start()
+    server = echo_live(make_settings(resume_window_s=30.0, api_keys=(key, other)))
     try:
         async with connect(server.ws_url, key=key) as owner:
             token = owner.ready.resume_token
@@ -212,7 +219,7 @@ async def test_a_cut_right_after_stop_still_delivers_every_final(echo_server: Li
 
 
 async def test_a_drain_ends_a_parked_session_without_waiting_for_its_window() -> None:
-    server = LiveServer(make_settings(transcriber="bench-echo", bench_echo=True, resume_window_s=600.0)).start()
+    server = echo_live(make_settings(resume_window_s=600.0))
     try:
         proxy = await CuttingProxy(server.port).start()
         async with connect(proxy.ws_url, auto_resume=False) as session:

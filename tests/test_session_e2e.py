@@ -6,8 +6,8 @@ import anyio
 import pytest
 
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Status, Transcript
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer
 from tests.support import (
     FIXTURES,

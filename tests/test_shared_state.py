@@ -13,7 +13,9 @@ import httpx
 import pytest
 import redis
 
+from bench.echo_server import EchoTranscriber
 from presales_ws.access import key_id
+from presales_ws.app import create_app
 from presales_ws.client import Session, SessionRefused, connect
 from presales_ws.lookups import Question
 from presales_ws.protocol import Suggestion, Transcript
@@ -40,8 +42,8 @@ def redis_server() -> Iterator[RedisServer]:
 
 def echo_server(redis_url: str, **overrides: object) -> LiveServer:
     options: dict[str, object] = {"api_keys": (KEY,), "resume_window_s": 30.0, **overrides}
-    settings = make_settings(transcriber="bench-echo", bench_echo=True, redis_url=redis_url, **options)
-    return LiveServer(settings).start()
+    settings = make_settings(redis_url=redis_url, **options)
+    return LiveServer(settings, create_app(settings, transcriber=EchoTranscriber())).start()
 
 
 async def finals_for(session: Session, frames: int) -> list[Transcript]:

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from presales_ws.client import connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import ServerMessage, Transcript
-from presales_ws.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, finals, transcribe_file, word_error_rate, words
 

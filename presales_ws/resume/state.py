@@ -12,7 +12,7 @@ import msgspec
 from presales_ws.lookups import Question
 from presales_ws.speakers import Role
 
-RESEND_HORIZON_S = 30.0  # a client keeps this much audio not yet final (presales_ws/resume/resend.py)
+RESEND_HORIZON_S = 30.0  # a client keeps this much audio not yet final (presales_ws/client/resend.py)
 
 
 class SessionState(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,10 +12,6 @@ def create_transcriber(settings: Settings) -> Transcriber:
         from presales_ws.transcribers.deepgram import DeepgramTranscriber
 
         return DeepgramTranscriber(settings)
-    if settings.engine == "bench-echo":
-        from presales_ws.transcribers.echo import EchoTranscriber
-
-        return EchoTranscriber(settings)
     from presales_ws.transcribers.local import LocalTranscriber
 
     return LocalTranscriber(settings)

@@ -1,6 +1,6 @@
 """Client side of a resume: the audio sent but not yet covered by a final, to send again from `received_s`.
 
-Pure bookkeeping on the session's audio clock (frames), no I/O: both the Python client and the tests use it.
+Pure bookkeeping on the session's audio clock (frames), no I/O.
 """
 
 from __future__ import annotations

@@ -1,23 +1,29 @@
-"""A benchmark-only engine: one final per received frame, at once, with zero compute.
+"""The benchmarks' presales-ws: the real service with an engine that answers each frame with one final, at
+once, with zero compute, given to `create_app` (nothing in the shipped settings can select it).
 
 With it, a load generator measures what the service itself costs per frame (socket, session, speaker
 tracker, question check, outbox, encoding) with no transcription in the way. The final's text is the frame
 id the client wrote into the frame's first 8 bytes (little-endian), so the client can match each answer to
-the frame it sent. Selected only with TRANSCRIBER=bench-echo and BENCH_ECHO=1 (config.py refuses it
-otherwise): it transcribes nothing.
+the frame it sent. It transcribes nothing.
+
+    python -m bench.echo_server --port 8000     # settings from the environment, as `presales-ws serve`
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from presales_ws.app import create_app
 from presales_ws.audio import AudioFormat
-from presales_ws.config import Settings
-from presales_ws.transcribers.base import TranscriberEvent, TranscriberUnavailable, TranscriptEvent
+from presales_ws.config import ConfigError, load_settings
+from presales_ws.server import run_server
+from presales_ws.transcribers.base import TranscriberEvent, TranscriptEvent
 
 FRAME_ID_BYTES = 8
 EVENT_BUFFER = 256  # as the Deepgram engine: a forwarder that falls behind slows the receive loop, not memory
@@ -30,12 +36,11 @@ def frame_id(pcm: bytes) -> int:
 
 
 class EchoTranscriber:
-    """TRANSCRIBER=bench-echo; see the module docstring."""
+    """See the module docstring."""
 
     name = "bench-echo"
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self) -> None:
         self._open_streams = 0
         self._started = False
 
@@ -48,12 +53,9 @@ class EchoTranscriber:
         return self._open_streams
 
     def check(self) -> None:
-        # Settings built in code skip config.py's check: refuse here too, so no server transcribes nothing by mistake.
-        if not self._settings.bench_echo:
-            raise TranscriberUnavailable("TRANSCRIBER=bench-echo is for benchmarks only: it needs BENCH_ECHO=1")
+        """Nothing to load: always ready to start."""
 
     async def start(self) -> None:
-        self.check()
         self._started = True
 
     async def aclose(self) -> None:
@@ -101,3 +103,21 @@ class EchoStream:
         async with self._receive:
             async for event in self._receive:
                 yield event
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.echo_server", description=__doc__)
+    parser.add_argument("--host", help="default: HOST or 127.0.0.1")
+    parser.add_argument("--port", type=int, help="default: PORT or 8000")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"bench.echo_server: {exc}", file=sys.stderr)
+        return 2
+    run_server(create_app(settings, transcriber=EchoTranscriber()), settings, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,15 +44,15 @@ def read_wav(path: str | Path, *, sample_rate: int = TARGET_RATE_HZ) -> WavAudio
             raw = wav.readframes(wav.getnframes())
     except wave.Error as exc:
         raise ValueError(f"{path}: not a PCM WAV file ({exc}); convert it first, e.g. with sox") from None
+    if width == 2 and rate == sample_rate and channels <= 2:
+        return WavAudio(pcm=raw, sample_rate=sample_rate, channels=channels)  # already exact: no float round trip
     samples = _to_float(raw, width).reshape(-1, channels)
-    if channels > 2:
+    if channels > 2:  # the service takes one or two channels: more are one mixed-down microphone
         samples = samples.mean(axis=1, keepdims=True)
         channels = 1
     if rate != sample_rate:
         import soxr
 
         samples = np.asarray(soxr.resample(samples, rate, sample_rate), dtype=np.float32).reshape(-1, channels)
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-    if width == 2 and rate == sample_rate:
-        pcm = raw  # already exact: no float round trip
+    pcm = np.clip((samples * 32768.0).round(), -32768, 32767).astype("<i2").tobytes()  # s16 in, s16 out exactly
     return WavAudio(pcm=pcm, sample_rate=sample_rate, channels=channels)

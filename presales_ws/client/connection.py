@@ -22,9 +22,10 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from presales_ws import protocol
-from presales_ws.access import KEY_PREFIX, SUBPROTOCOL
+from presales_ws.client.resend import ResendBuffer
 from presales_ws.protocol import (
+    KEY_PREFIX,
+    SUBPROTOCOL,
     AudioChunk,
     ClientMessage,
     Error,
@@ -35,7 +36,6 @@ from presales_ws.protocol import (
     Stop,
     Transcript,
 )
-from presales_ws.resume.resend import ResendBuffer
 
 MAX_SEND_FRAME_S = 0.5  # 16 KiB of 16 kHz mono: well under the server's default 64 KiB frame limit
 
@@ -266,5 +266,3 @@ async def connect(
     finally:
         await session.aclose()
 
-
-__all__ = ["Session", "SessionRefused", "connect", "protocol", "session_url"]
