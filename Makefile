@@ -28,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.perf
+	$(BIN)/python -m bench.relay
 	$(BIN)/python -m bench.speech_latency
 
 lint: $(STAMP)

@@ -211,6 +211,7 @@ class Step(msgspec.Struct, kw_only=True):
     sessions: int
     result: dict[str, Any]
     server_cpu_pct: float = math.nan
+    other_cpu_pct: float = math.nan  # run_load's `also_measured`
     server_rss_kib: int = 0
     rss_idle_kib: int = 0  # idle mode: while every session is connected
     failed: str | None = None
@@ -234,10 +235,14 @@ def run_load(
     *,
     dump_frames: bool = False,
     on_connected: Any = None,
+    generator: str = "bench.load",
+    also_measured: psutil.Process | None = None,
 ) -> Step:
-    """Run bench/load.py in its own pinned process; sample the server's CPU over the measurement window."""
-    argv = [sys.executable, "-m", "bench.load", "--url", url, "--sessions", str(sessions)]
-    argv += ["--seconds", str(seconds), "--mode", mode] + (["--dump-frames"] if dump_frames else [])
+    """Run bench/load.py (or `generator`) in its own pinned process; sample the server's CPU (and that of
+    `also_measured`, another process the run depends on) over the measurement window."""
+    argv = [sys.executable, "-m", generator, "--url", url, "--sessions", str(sessions), "--seconds", str(seconds)]
+    if generator == "bench.load":
+        argv += ["--mode", mode] + (["--dump-frames"] if dump_frames else [])
     process = subprocess.Popen(pinned(argv, core), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -249,7 +254,7 @@ def run_load(
 
     threading.Thread(target=pump, daemon=True).start()
     step = Step(target="", sessions=sessions, result={})
-    cpu_start = clock_start = 0.0
+    cpu_start = clock_start = other_start = 0.0
     deadline = time.monotonic() + seconds + LOAD_SLACK_S
     finished = False
     try:
@@ -266,8 +271,11 @@ def run_load(
                 on_connected(step)
             elif line.startswith("PHASE window-start") and server is not None:
                 cpu_start, clock_start = server.cpu_s(), time.monotonic()
+                other_start = _cpu_s(also_measured)
             elif line.startswith("PHASE window-end") and server is not None:
-                step.server_cpu_pct = round(100 * (server.cpu_s() - cpu_start) / (time.monotonic() - clock_start), 1)
+                elapsed = time.monotonic() - clock_start
+                step.server_cpu_pct = round(100 * (server.cpu_s() - cpu_start) / elapsed, 1)
+                step.other_cpu_pct = round(100 * (_cpu_s(also_measured) - other_start) / elapsed, 1)
                 step.server_rss_kib = server.rss_kib()
             elif line.startswith("RESULT "):
                 step.result = msgspec.json.decode(line[len("RESULT ") :])
@@ -284,6 +292,13 @@ def run_load(
         elif sent and step.get("frames_lost") > MAX_LOSS * sent:
             step.failed = f"{step.get('frames_lost')} of {sent} frames unanswered"
     return step
+
+
+def _cpu_s(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def series(

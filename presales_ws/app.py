@@ -38,9 +38,11 @@ async def protocol_schema(request: Request) -> Response:
 
 
 def cors_middleware(settings: Settings) -> Middleware:
-    """Chrome extensions call the HTTP routes: any extension in development, the listed ones in production."""
-    if settings.cors_allow_origins:
-        return Middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins), allow_methods=["GET"])
+    """Chrome extensions call the HTTP routes: the origins allowed to open sessions (ALLOWED_ORIGINS), unless
+    CORS_ALLOW_ORIGINS says otherwise; with neither, any extension in development and none in production."""
+    origins = settings.cors_allow_origins or settings.allowed_origins
+    if origins:
+        return Middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET"])
     if settings.environment == "development":
         return Middleware(CORSMiddleware, allow_origin_regex=DEV_EXTENSION_ORIGIN_PATTERN, allow_methods=["GET"])
     return Middleware(CORSMiddleware, allow_origins=[], allow_methods=["GET"])

@@ -44,12 +44,11 @@ def check_pcm(data: bytes, fmt: AudioFormat) -> bytes:
     return data
 
 
-def decode_base64_pcm(data: str, fmt: AudioFormat) -> bytes:
+def decode_base64(data: str) -> bytes:
     try:
-        raw = base64.b64decode(data, validate=True)
+        return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("invalid_audio", "audio_chunk.data is not valid base64") from None
-    return check_pcm(raw, fmt)
 
 
 class ArrivalClock:

@@ -1,4 +1,5 @@
-"""`presales-ws serve` runs the server; `presales-ws stream FILE.wav` streams a file as the extension would."""
+"""`presales-ws serve` runs the server; `presales-ws stream FILE` streams a WAV, or a WebM/Ogg Opus recording,
+as the extension would."""
 
 from __future__ import annotations
 
@@ -34,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="run the server (settings from the environment and .env)")
     serve_cmd.add_argument("--host", help="default: HOST or 127.0.0.1")
     serve_cmd.add_argument("--port", type=int, help="default: PORT or 8000")
-    stream_cmd = commands.add_parser("stream", help="stream a WAV file to a server and print transcripts")
-    stream_cmd.add_argument("file", help="a PCM WAV file (any rate; converted to 16 kHz s16 here)")
+    stream_cmd = commands.add_parser("stream", help="stream a WAV or Opus file to a server and print transcripts")
+    stream_cmd.add_argument(
+        "file",
+        help="a PCM WAV file (any rate; converted to 16 kHz s16 here), or a WebM/Ogg Opus recording (.webm, .ogg, "
+        ".opus: sent as it is, as a MediaRecorder stream)",
+    )
     stream_cmd.add_argument("--url", default="ws://127.0.0.1:8000/ws/session")
     stream_cmd.add_argument(
         "--realtime", action="store_true", help=f"pace the audio as a live call would (default: {FAST_SPEED}x)"

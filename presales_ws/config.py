@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: Annotated[int, Meta(ge=1, le=65535)] = 8000
     log_level: Annotated[str, Meta(description="debug | info | warning | error")] = "info"
     log_format: Annotated[LogFormat, Meta(description="auto: JSON unless a terminal in development")] = "auto"
+    log_transcripts: Annotated[bool, Meta(description="each final's text logged: personal data")] = False
 
     # --- transcriber
     transcriber: Annotated[TranscriberName, Meta(description="auto: Deepgram with a key, else local")] = "auto"
@@ -118,7 +119,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "customer",
     )
     role_confidence_threshold: Annotated[float, Meta(gt=0, le=1, description="evidence for a role")] = 0.6
-    cors_allow_origins: Annotated[tuple[Origin, ...], Meta(description="origins for the HTTP routes")] = ()
+    cors_allow_origins: Annotated[
+        tuple[Origin, ...], Meta(description="origins for the HTTP routes; empty: ALLOWED_ORIGINS")
+    ] = ()
 
     # --- suggestions
     knowledge_base: Annotated[str | None, Meta(description="question/answer pairs (Markdown or YAML)")] = None

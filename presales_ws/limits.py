@@ -1,4 +1,7 @@
-"""Per-session audio rate limit: a token bucket allowing a burst over real time, not a sustained flood."""
+"""Per-session audio rate limit: a token bucket allowing a burst over real time, not a sustained flood.
+
+The session counts in seconds of audio (decoded, for compressed audio), so the limit means the same for PCM
+and Opus; the classes themselves count any amount."""
 
 from __future__ import annotations
 
@@ -20,11 +23,15 @@ class TokenBucket:
         """Allow `amount` more at once, beyond the capacity (a resumed client resending what it recorded)."""
         self._tokens += amount
 
-    def take(self, amount: int) -> bool:
+    def available(self) -> float:
+        """What a frame may hold now; refilled up to this instant."""
         now = self._clock()
         self._tokens = min(max(self.capacity, self._tokens), self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if amount > self._tokens:
+        return self._tokens
+
+    def take(self, amount: float) -> bool:
+        if amount > self.available():
             return False
         self._tokens -= amount
         return True
@@ -42,13 +49,13 @@ class Flood:
         self.max_bytes = max_bytes
         self.max_s = max_s
         self.gap_s = gap_s
-        self.bytes = 0
+        self.bytes = 0.0
         self._started = self._last = -1e9
 
-    def refused(self, amount: int, now: float) -> bool:
+    def refused(self, amount: float, now: float) -> bool:
         """Count refused audio; True once the episode is a flood to end the session for."""
         if now - self._last > self.gap_s:
-            self._started, self.bytes = now, 0
+            self._started, self.bytes = now, 0.0
         self._last = now
         self.bytes += amount
         return self.bytes > self.max_bytes or now - self._started > self.max_s

@@ -30,7 +30,7 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # the server is draining for a restart: reconnect
     TRY_AGAIN_LATER = 1013  # transcriber at capacity or server full: reconnect later
-    BAD_PARAMETERS = 4400  # query parameters of /ws/session are invalid
+    BAD_PARAMETERS = 4400  # invalid query parameters or `start`; undeclared audio plainly not 16 kHz PCM
     UNAUTHORIZED = 4401  # no API key, or not a valid one (nothing was read)
     FORBIDDEN = 4403  # a browser origin not on ALLOWED_ORIGINS (nothing was read)
     IDLE_TIMEOUT = 4408  # nothing from the client (audio, pong, anything) for HEARTBEAT_TIMEOUT_S
@@ -46,12 +46,14 @@ ErrorCode = Literal[
     "invalid_json",  # a text frame that is not a JSON object
     "unknown_type",  # a JSON object whose `type` is missing or not a client message type
     "invalid_message",  # a known `type` with missing or mistyped fields
-    "invalid_audio",  # bad base64, odd byte count, or not whole frames for the channel count
+    "invalid_audio",  # bad base64, odd byte count, not whole frames, or a WebM/Ogg piece that cannot be decoded
+    "undeclared_encoding",  # WebM/Ogg audio on a session that expects PCM: declare `encoding` (then close 4400)
+    "undeclared_sample_rate",  # undeclared audio arriving far faster than 16 kHz: declare `sample_rate` (then 4400)
     "frame_too_large",  # a frame over MAX_FRAME_BYTES (text: MAX_TEXT_FRAME_BYTES); dropped
     "sequence_gap",  # `audio_chunk.sequence` skipped numbers (audio is still used)
     "sequence_repeat",  # `audio_chunk.sequence` did not increase (audio is still used)
     "session_stopping",  # audio after `stop`; ignored
-    "invalid_params",  # bad query parameters at connect (then close 4400)
+    "invalid_params",  # bad query parameters at connect, or a `start` that contradicts them (then close 4400)
     "unauthorized",  # missing or invalid API key (then close 4401)
     "forbidden_origin",  # a browser origin not allowed (then close 4403)
     "rate_limited",  # audio faster than RATE_LIMIT_FACTOR x real time: dropped (flooding on: close 4429)
@@ -68,8 +70,26 @@ ErrorCode = Literal[
 # --- client -> server ----------------------------------------------------------------------------------------
 
 
+SAMPLE_RATES_HZ = (8000, 16000, 24000, 32000, 44100, 48000)
+Encoding = Literal["linear16", "webm-opus", "ogg-opus"]
+CONTAINER_ENCODINGS: frozenset[str] = frozenset({"webm-opus", "ogg-opus"})
+
+
+class Start(msgspec.Struct, tag="start", tag_field="type", forbid_unknown_fields=False, frozen=True):
+    """The audio's format, said in the protocol rather than the URL: optional, before any audio. A field left
+    out keeps the URL's value (or its default); one that contradicts the URL is `invalid_params`."""
+
+    sample_rate: int | None = None
+    channels: Literal[1, 2] | None = None
+    encoding: Encoding | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample_rate is not None and self.sample_rate not in SAMPLE_RATES_HZ:
+            raise ValueError(f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES_HZ))}")
+
+
 class AudioChunk(msgspec.Struct, tag="audio_chunk", tag_field="type"):
-    """PCM as base64 (the seed's JSON form); binary frames carry the same bytes without the 33% overhead."""
+    """Audio as base64 (the seed's JSON form); binary frames carry the same bytes without the 33% overhead."""
 
     data: str
     sequence: int | None = None
@@ -89,7 +109,7 @@ class Pong(msgspec.Struct, tag="pong", tag_field="type"):
     ts: float | None = None
 
 
-ClientMessage = AudioChunk | Stop | Ping | Pong
+ClientMessage = Start | AudioChunk | Stop | Ping | Pong
 
 # --- server -> client ----------------------------------------------------------------------------------------
 
@@ -163,13 +183,11 @@ ServerMessage = Transcript | Suggestion | Error | Status | Ping | Pong
 
 # --- session parameters (query string of /ws/session) -------------------------------------------------------
 
-SAMPLE_RATES_HZ = (8000, 16000, 24000, 32000, 44100, 48000)
-
 
 class SessionParams(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
     sample_rate: int = 16000
     channels: Literal[1, 2] = 1
-    encoding: Literal["linear16"] = "linear16"
+    encoding: Encoding = "linear16"
     language: Literal["en"] = "en"
     channel_roles: str | None = None
     resume: str | None = None  # a `ready`'s resume_token: go on with that session
@@ -231,7 +249,7 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
         raise ProtocolError("invalid_message", f"invalid {envelope.type!r} message: {exc}") from None
 
 
-_CLIENT_TYPES = frozenset({"audio_chunk", "stop", "ping", "pong"})
+_CLIENT_TYPES = frozenset({"start", "audio_chunk", "stop", "ping", "pong"})
 
 
 def encode(message: ServerMessage) -> bytes:

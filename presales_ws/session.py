@@ -20,7 +20,8 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from presales_ws import protocol
 from presales_ws.access import Admission, Refused, offered_subprotocol
-from presales_ws.audio import ArrivalClock, AudioFormat, check_pcm, decode_base64_pcm
+from presales_ws.audio import ArrivalClock, decode_base64
+from presales_ws.declaration import FORMAT_FIELDS, Declaration, UndeclaredFormat
 from presales_ws.limits import Flood, TokenBucket
 from presales_ws.logs import get_logger
 from presales_ws.outbox import Close, Outbox, OutboxOverflow
@@ -34,6 +35,7 @@ from presales_ws.protocol import (
     Pong,
     ProtocolError,
     SessionParams,
+    Start,
     Status,
     Stop,
     Suggestion,
@@ -90,8 +92,15 @@ class SessionEndpoint(WebSocketEndpoint):
         except Refused as refusal:
             await self.refuse(websocket, subprotocol, refusal)
             return
+        declared = frozenset(field for field in FORMAT_FIELDS if field in websocket.query_params)
         session = Session(
-            websocket, service, params, channel_roles, admission, session_id=session_id, takeover=takeover
+            websocket,
+            service,
+            Declaration(params, declared),
+            channel_roles,
+            admission,
+            session_id=session_id,
+            takeover=takeover,
         )
         await session.run()
 
@@ -99,6 +108,8 @@ class SessionEndpoint(WebSocketEndpoint):
         """Hand this socket to the session its token names, if it is here, same key, same format; True once the
         session is done with the socket. Any other token starts a new session (`resumed: false`), never an error."""
         if params.resume is None or service.draining or not service.settings.resume_window_s:
+            return False
+        if params.encoding != "linear16":  # a compressed stream cannot be taken up mid-stream: a new session
             return False
         session = service.local_sessions.find(params.resume, admission.key_id)
         if session is None or session.format != AudioFormat(params.sample_rate, params.channels):
@@ -162,7 +173,7 @@ class Session:
         self,
         websocket: WebSocket,
         service: Service,
-        params: SessionParams,
+        declaration: Declaration,
         channel_roles: tuple[Role, Role],
         admission: Admission,
         *,
@@ -173,20 +184,24 @@ class Session:
         self.admission = admission
         self.service = service
         self.settings = service.settings
-        self.format = AudioFormat(params.sample_rate, params.channels)
-        self.tracker = SpeakerTracker(params.channels, channel_roles, threshold=self.settings.role_confidence_threshold)
+        self.declaration = declaration
+        self.format = declaration.stream  # the PCM the transcriber takes, whatever the client sends
+        threshold = self.settings.role_confidence_threshold
+        self.tracker = SpeakerTracker(self.format.channels, channel_roles, threshold=threshold)
         self.channel_roles = channel_roles
         self.outbox = Outbox(self.settings.outbox_max_messages)
         self.stopping = False
         self.last_heard = time.monotonic()
         self.last_sequence: int | None = None
         self.close_code: int | None = None
-        self.bytes_in = 0
+        self.bytes_in = 0  # as the client sent them (compressed or not)
+        self.audio_s = 0.0  # seconds of audio taken, decoded
+        self.first_audio_at: float | None = None
         self.finals_sent = 0
         self.interims_sent = 0
         self.errors_sent = 0
         self.end_code, self.end_reason = int(CloseCode.NORMAL), "stopped"
-        rate = self.settings.rate_limit_factor * self.format.bytes_per_second
+        rate = self.settings.rate_limit_factor  # seconds of audio per second
         self.bucket = TokenBucket(rate, rate * self.settings.rate_limit_burst_s)
         self.flood = Flood(self.bucket.capacity, max(1.0, self.settings.rate_limit_burst_s))
         self.late_audio_reported = False
@@ -213,7 +228,7 @@ class Session:
             self.audio_origin_s = commit_point(takeover.state, takeover.finals_end)
             self.finals_floor = takeover.finals_end or dict(enumerate(takeover.state.finals_end))
             self.tracker.restore(takeover.state.questions)
-            self.bucket.grant((RESEND_HORIZON_S + RESEND_MARGIN_S) * self.format.bytes_per_second)  # the resend
+            self.bucket.grant(RESEND_HORIZON_S + RESEND_MARGIN_S)  # the resend, in seconds of audio
         self.successor_scope = anyio.CancelScope()
 
     async def run(self) -> None:
@@ -244,6 +259,7 @@ class Session:
             key_id=self.admission.key_id,
             sample_rate=self.format.sample_rate,
             channels=self.format.channels,
+            encoding=self.declaration.encoding,
         )
         try:
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
@@ -419,14 +435,14 @@ class Session:
             self.outbox.requeue(self.replay.unreceived(link.finals_end))
             # The client resends what it recorded while away, at once: that is not a flood.
             away_s = min(time.monotonic() - self.parked_at, RESEND_HORIZON_S) if self.parked_at else 0.0
-            self.bucket.grant((away_s + RESEND_MARGIN_S) * self.format.bytes_per_second)
+            self.bucket.grant(away_s + RESEND_MARGIN_S)  # the bucket counts seconds of audio
             return True
         return False
 
     @property
     def received_s(self) -> float:
         """Seconds of session audio (per channel) the server has: a resuming client resends from here."""
-        return self.audio_origin_s + self.format.seconds(self.bytes_in)
+        return self.audio_origin_s + self.audio_s
 
     # --- shared state (REDIS_URL): what another instance needs to go on with this session -------------------
 
@@ -540,7 +556,7 @@ class Session:
                         )
                         await self.wind_down(stream, CloseCode.MESSAGE_TOO_BIG, "frame too large")
                         continue
-                    await self.on_audio(stream, check_pcm(data, self.format))
+                    await self.on_audio(stream, data)
                 elif (text := message.get("text")) is not None:
                     await self.on_text(stream, text)
             except ProtocolError as exc:
@@ -593,33 +609,68 @@ class Session:
         message = protocol.decode_client_message(text)
         if isinstance(message, AudioChunk):
             self.check_sequence(message.sequence)
-            await self.on_audio(stream, decode_base64_pcm(message.data, self.format))
+            await self.on_audio(stream, decode_base64(message.data))
+        elif isinstance(message, Start):
+            await self.on_start(stream, message)
         elif isinstance(message, Ping):
             self._queue(self._encode(Pong(ts=message.ts)))
         elif isinstance(message, Stop):
             await self.on_stop(stream)
         # Pong: its arrival already counted as a sign of life.
 
-    async def on_audio(self, stream: TranscriberStream, pcm: bytes) -> None:
+    async def on_start(self, stream: TranscriberStream, start: Start) -> None:
+        """The format said in the protocol: before any audio, and not against the URL (then 4400)."""
+        if self.first_audio_at is not None:
+            raise ProtocolError("invalid_message", "`start` must come before any audio; ignored")
+        conflict = self.declaration.apply(start)
+        if conflict is not None:
+            self.send_error("invalid_params", f"{conflict}; the session ends")
+            await self.wind_down(stream, CloseCode.BAD_PARAMETERS, "invalid start")
+            return
+        d = self.declaration
+        self.log.info("session.start", encoding=d.encoding, sample_rate=d.sample_rate, channels=d.channels)
+
+    async def on_audio(self, stream: TranscriberStream, data: bytes) -> None:
         if self.stopping:
             if not self.late_audio_reported:  # once: a client still streaming would get one per frame
                 self.late_audio_reported = True
                 raise ProtocolError("session_stopping", "the session is ending; audio from here on is ignored")
             return
-        if not pcm:
+        if not data:
             return
-        if not self.bucket.take(len(pcm)):
-            await self.on_flood(stream, len(pcm))
+        now = time.monotonic()
+        try:
+            if self.first_audio_at is None:
+                self.first_audio_at = now
+                self.declaration.check_first(data)
+            decoded = self.declaration.input.feed(data, self.bucket.available())
+            seconds = len(decoded.pcm) / self.format.bytes_per_second
+            self.declaration.check_rate(self.audio_s + seconds, now - self.first_audio_at, self.bucket.rate)
+        except UndeclaredFormat as exc:
+            self.log.info("session.undeclared_format", code=exc.code)
+            self.send_error(exc.code, f"{exc.message}; the session ends")
+            await self.wind_down(stream, CloseCode.BAD_PARAMETERS, "undeclared audio format")
             return
-        self.bytes_in += len(pcm)
-        self.arrivals.received(self.received_s, time.monotonic())
-        await stream.send(pcm)
+        if decoded.over_budget_s:
+            await self.on_flood(stream, decoded.over_budget_s)
+            if self.stopping:
+                return
+        if decoded.pcm:
+            if not self.bucket.take(seconds):
+                await self.on_flood(stream, seconds)
+                return
+            self.audio_s += seconds
+            self.arrivals.received(self.received_s, now)
+            await stream.send(decoded.pcm)
+        self.bytes_in += len(data)
+        if decoded.problem:
+            raise ProtocolError("invalid_audio", f"{decoded.problem}; the stream goes on from the next whole piece")
 
-    async def on_flood(self, stream: TranscriberStream, dropped: int) -> None:
+    async def on_flood(self, stream: TranscriberStream, dropped_s: float) -> None:
         """Audio beyond the rate limit is dropped and reported; a client that keeps at it is closed (4429)."""
         now = time.monotonic()
-        if self.flood.refused(dropped, now):
-            self.log.warning("session.flooding", dropped_bytes=self.flood.bytes)
+        if self.flood.refused(dropped_s, now):
+            self.log.warning("session.flooding", dropped_s=round(self.flood.bytes, 2))
             self.send_error("rate_limited", "audio far faster than real time; the session is closed")
             await self.wind_down(stream, CloseCode.RATE_LIMITED, "rate limited")
             return
@@ -641,7 +692,7 @@ class Session:
         self.end_code, self.end_reason = int(code), reason
         if announce:
             self._queue(self._encode(Status("closing", reason=reason)))
-        self.log.info("session.ending", reason=reason, audio_s=round(self.format.seconds(self.bytes_in), 2))
+        self.log.info("session.ending", reason=reason, audio_s=round(self.audio_s, 2))
         await stream.finish()
         self.task_group.start_soon(self._stop_deadline)
 
@@ -695,6 +746,8 @@ class Session:
                 role_confidence=round(role_confidence, 3),
             )
             self._put_transcript(message)
+            if message.is_final and message.text and self.settings.log_transcripts:
+                self._log_final(message)
             if self.prompter is not None:
                 self.prompter.on_transcript(message, eager=event.eager)
             if roles_changed:
@@ -719,6 +772,18 @@ class Session:
             self.finals_sent += 1
         else:
             self.interims_sent += 1
+
+    def _log_final(self, message: Transcript) -> None:
+        """LOG_TRANSCRIPTS: what was said, for accuracy analysis (personal data: off by default)."""
+        self.log.info(
+            "transcript.final",
+            text=message.text,
+            speaker=message.speaker,
+            channel=message.channel,
+            start=message.start,
+            end=message.end,
+            confidence=message.confidence,
+        )
 
     def _put_suggestion(self, message: Suggestion) -> None:
         self._queue(self._encode(message))  # kept like a final: it is what the consultant is waiting for

@@ -82,3 +82,20 @@ async def test_suggestion_bench_counts_the_calls_and_times_the_answer() -> None:
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1:5] == ["instant", "1", "1", "1 (0 superseded, 0 on statements)"]  # one question, one call
     assert cells[5] == "**1.00**"
+
+
+def test_relay_bench_answers_on_the_cadence_through_both_servers(tmp_path: Path) -> None:
+    from bench.perf import Budget
+    from bench.relay import measure
+
+    rows = measure([SESSIONS], 2.0, tmp_path, Budget(300.0))
+    assert len(rows) == 1 and len(rows[0]) == 2  # the relay, presales-ws
+    for step in rows[0]:
+        assert step.failed is None, step
+        result = step.result
+        assert result["connected"] == SESSIONS and result["errors"] == 0
+        # an answer per 0.25 s of audio over the 2 s window (a send late past the window's end counts outside)
+        assert SESSIONS * 7 <= result["frames_sent"] <= SESSIONS * 8
+        assert result["frames_lost"] == 0
+        assert result["rtt_p50_ms"] <= result["rtt_p99_ms"] <= result["rtt_max_ms"]
+        assert math.isfinite(step.server_cpu_pct) and math.isfinite(step.other_cpu_pct)

@@ -137,3 +137,17 @@ def test_a_three_channel_wav_streams_mixed_down_to_one_channel(live_server: Live
     assert "'channels': 1" in result.stdout.splitlines()[0], result.stdout
     finals = [m["text"] for m in FINAL_LINE.finditer(result.stdout)]
     assert word_error_rate(reference_text(file), " ".join(finals)) <= 0.3, result.stdout
+
+
+@pytest.mark.parametrize("suffix", ["webm", "ogg"])
+def test_stream_sends_a_recording_as_it_is_and_prints_its_finals(live_server: LiveServer, suffix: str) -> None:
+    command = stream_command(f"opus/sso_question_gb.{suffix}", live_server.ws_url)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "'sample_rate': 16000" in result.stdout  # the PCM rate the server decodes the recording to
+    finals = [m.groupdict() for m in FINAL_LINE.finditer(result.stdout)]
+    text = " ".join(f["text"] for f in finals)
+    assert word_error_rate(reference_text("sso_question_gb.wav"), text) < 0.25, result.stdout
+    summary = SUMMARY.search(result.stdout)
+    assert summary is not None and summary["close"] == "1000", result.stdout
+    assert float(summary["audio"]) == pytest.approx(4.1, abs=0.2)

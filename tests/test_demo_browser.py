@@ -292,3 +292,36 @@ def test_a_streamed_answer_is_written_into_one_card_in_place(tmp_path: Path) -> 
     assert partial_states, seen  # the answer was on screen while it was being written
     assert all(len(cards) == 1 and ANSWER.startswith(cards[0][1]) for cards in partial_states)  # one card, growing
     assert seen[-1] == [[False, ANSWER]]
+
+
+@pytest.mark.parametrize("two_channels", [False, True], ids=["microphone", "microphone+tab"])
+def test_compressed_mediarecorder_option_sends_webm_opus_and_shows_the_final(
+    server: LiveServer, tmp_path: Path, two_channels: bool
+) -> None:
+    with sync_playwright() as playwright:
+        context = launch(playwright, tmp_path)
+        try:
+            page = context.new_page()
+            page.goto(f"{server.http_url}/demo")
+            page.evaluate(  # what goes over the socket: Blobs of a WebM recording, no PCM ArrayBuffers
+                """() => { window.sent = []; const send = WebSocket.prototype.send;
+                  WebSocket.prototype.send = function (data) {
+                    window.sent.push(data instanceof Blob ? 'blob' : typeof data === 'string' ? 'text' : 'buffer');
+                    return send.call(this, data); }; }"""
+            )
+            page.check("#compressed")
+            if two_channels:
+                page.check("#tab-audio")
+            page.click("#start")
+            channels = {"0", "1"} if two_channels else {"0"}
+            lines, loudest = wait_for_finals(page, channels)
+            assert loudest > 20, "the level meter never moved: the fake microphone was silent"
+            if two_channels:
+                assert {channel: role for role, channel, _ in lines} == {"0": "consultant", "1": "customer"}
+            stop_and_wait_closed(page)
+            assert page.inner_text("#errors") == ""
+            sent: list[str] = page.evaluate("window.sent")
+            assert "buffer" not in sent and sent.count("blob") >= 8, sent  # ~250 ms pieces of a >4 s recording
+        finally:
+            context.close()
+    assert server.wait_until(lambda: len(server.service.registry) == 0)

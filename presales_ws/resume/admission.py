@@ -17,6 +17,8 @@ async def take_over(service: Service, params: SessionParams, admission: Admissio
     shared = service.shared
     if params.resume is None or shared is None or service.draining or not service.settings.resume_window_s:
         return None
+    if params.encoding != "linear16":  # a compressed stream cannot be taken up mid-stream
+        return None
     digest = token_digest(params.resume)
     state = await shared.load(digest) if digest else None
     if state is None or not same_key(state.key_id, admission.key_id):

@@ -12,6 +12,9 @@ const BACKOFF_MAX_MS = 8000;
 const MAX_NEW_SESSION_BACKLOG_S = 4;
 const STOP_TIMEOUT_MS = 35000; // the server gives its transcriber 30 s to return the last finals
 const MAX_ERRORS_SHOWN = 20;
+const OPUS_MIME = "audio/webm;codecs=opus"; // what Chrome's MediaRecorder writes
+const OPUS_BITS_PER_S = 32000;
+const RECORDER_TIMESLICE_MS = 250; // a piece of the recording every 250 ms
 // Closes that another attempt would only repeat: say why and stop (docs/PROTOCOL.md, "Close codes").
 const FATAL_CLOSES = new Map([
   [1000, "the server ended the session"],
@@ -178,17 +181,34 @@ class Page {
   running(on) {
     $("start").disabled = on;
     $("stop").disabled = !on;
-    for (const id of ["url", "key", "tab-audio"]) $(id).disabled = on;
+    for (const id of ["url", "key", "tab-audio", "compressed"]) $(id).disabled = on;
   }
+}
+
+/** Two sources as one stereo stream (microphone left, tab right), for a recorder: it records one stream. */
+function stereoOf(streams) {
+  const ctx = new AudioContext();
+  const merger = ctx.createChannelMerger(2);
+  streams.forEach((stream, channel) => ctx.createMediaStreamSource(stream).connect(merger, 0, channel));
+  const destination = ctx.createMediaStreamDestination();
+  destination.channelCount = 2;
+  merger.connect(destination);
+  return { stream: destination.stream, close: () => ctx.close() };
 }
 
 /** One call: capture, a socket (replaced after a drop, with backoff), and an orderly stop. */
 class LiveSession {
-  constructor(page, { url, key, tabAudio }) {
+  constructor(page, { url, key, tabAudio, compressed }) {
     this.page = page;
     this.url = url;
     this.key = key;
     this.tabAudio = tabAudio;
+    // Compressed: a MediaRecorder's WebM/Opus pieces instead of PCM frames (docs/CLIENTS.md). The PCM capture
+    // still runs, for the level meters only. A recording must reach a session from its first byte (its header):
+    // each session gets its own recorder, started at `ready`; audio while reconnecting is not kept.
+    this.compressed = compressed;
+    this.recorder = null;
+    this.recordSource = null;
     this.capture = null;
     this.ws = null;
     this.ready = false;
@@ -220,10 +240,33 @@ class LiveSession {
     this.resend = new ResendBuffer(TARGET_SAMPLE_RATE_HZ, this.channels);
     this.page.showMeters(CHANNEL_NAMES[this.channels - 1]);
     this.capture = await AudioCapture.start(streams, {
-      onFrame: (pcm) => this.sendAudio(pcm),
+      onFrame: (pcm) => this.compressed || this.sendAudio(pcm),
       onLevel: (levels) => this.page.levels(levels),
     });
+    if (this.compressed) this.recordSource = streams.length === 1 ? { stream: streams[0], close() {} } : stereoOf(streams);
     this.connect();
+  }
+
+  startRecorder() {
+    this.stopRecorder();
+    const ws = this.ws;
+    const recorder = new MediaRecorder(this.recordSource.stream, { mimeType: OPUS_MIME, audioBitsPerSecond: OPUS_BITS_PER_S });
+    recorder.ondataavailable = (event) => {
+      if (event.data.size && ws.readyState === WebSocket.OPEN) ws.send(event.data); // a Blob, sent in order
+    };
+    recorder.start(RECORDER_TIMESLICE_MS);
+    this.recorder = recorder;
+  }
+
+  /** Resolves once the recorder's last piece is sent (`dataavailable` comes before `stop`). */
+  stopRecorder() {
+    const recorder = this.recorder;
+    this.recorder = null;
+    if (!recorder || recorder.state === "inactive") return Promise.resolve();
+    return new Promise((resolve) => {
+      recorder.addEventListener("stop", () => resolve(), { once: true });
+      recorder.stop();
+    });
   }
 
   connect() {
@@ -231,8 +274,10 @@ class LiveSession {
     const url = new URL(this.url);
     url.searchParams.set("sample_rate", String(TARGET_SAMPLE_RATE_HZ));
     url.searchParams.set("channels", String(this.channels));
-    if (this.resumeToken) {
-      // The same session, if the server still has it: it says how much audio it holds (`received_s`).
+    if (this.compressed) url.searchParams.set("encoding", "webm-opus");
+    if (this.resumeToken && !this.compressed) {
+      // The same session, if the server still has it: it says how much audio it holds (`received_s`). A recording
+      // (WebM/Opus) cannot be taken up mid-stream: it starts a new session instead.
       url.searchParams.set("resume", this.resumeToken);
       const ends = Array.from({ length: this.channels }, (_, channel) => (this.finalsEnd[channel] ?? 0).toFixed(3));
       url.searchParams.set("finals_end", ends.join(","));
@@ -315,6 +360,7 @@ class LiveSession {
       this.resumeToken = message.resume_token ?? null;
       for (const pcm of this.resend.since(from)) this.ws.send(pcm);
       if (this.stopping) this.send({ type: "stop" });
+      else if (this.compressed) this.startRecorder();
     } else if (message.state === "closed") {
       this.allFinals = true;
       this.resolveClosed?.();
@@ -330,6 +376,7 @@ class LiveSession {
   closed(ws, event) {
     if (ws !== this.ws) return;
     this.ready = false;
+    this.stopRecorder();
     const why = event.reason ? `${event.code} ${event.reason}` : String(event.code);
     if (this.stopping) {
       this.resolveClosed?.();
@@ -359,6 +406,7 @@ class LiveSession {
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
+    await this.stopRecorder(); // compressed: its last piece goes out before the `stop`
     await this.capture?.stop(); // its last partial frame goes out before the `stop`
     if (this.ready) {
       this.send({ type: "stop" });
@@ -383,7 +431,9 @@ class LiveSession {
   finish() {
     this.ended = true;
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.stopRecorder();
     this.capture?.stop();
+    this.recordSource?.close();
     this.page.levels(new Array(this.channels || 1).fill(0));
     this.page.running(false);
     if (this.onEnd) this.onEnd();
@@ -400,6 +450,7 @@ $("start").addEventListener("click", async () => {
     url: $("url").value.trim(),
     key: $("key").value.trim(),
     tabAudio: $("tab-audio").checked,
+    compressed: $("compressed").checked,
   });
   try {
     await session.start();

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,11 +25,14 @@ import anyio
 import anyio.abc
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from websockets.frames import Opcode
+from websockets.protocol import State
 
 from presales_ws.audio import AudioFormat
 from presales_ws.config import Settings
 from presales_ws.logs import get_logger
 from presales_ws.protocol import ErrorCode
+from presales_ws.transcribers import deepgram_messages as messages
 from presales_ws.transcribers.base import (
     TranscriberEvent,
     TranscriberFailure,
@@ -41,6 +45,7 @@ from presales_ws.transcribers.joiner import UtteranceJoiner
 from presales_ws.transcribers.replay import ReplayBuffer
 from presales_ws.transcribers.turns import TurnPolicy
 from presales_ws.transcribers.vad import PauseTracker
+from presales_ws.transcribers.vad_batch import load_model
 
 MIN_SEND_MS = 20  # smaller client frames are coalesced up to this ...
 MAX_SEND_MS = 100  # ... and replayed audio goes out in sends of at most this
@@ -51,6 +56,7 @@ CLOSE_WAIT_S = 5.0  # after CloseStream, how long we read before giving up on De
 RETRYABLE_STATUS = frozenset({408, 425, 429})  # and every 5xx
 AUTH_STATUS = frozenset({401, 403})
 EVENT_BUFFER = 256
+DIRECT_WRITE_LIMIT_BYTES = 64 * 1024  # above this much unsent on the socket, audio waits for the pump instead
 DUPLICATE_TOLERANCE_S = 0.005  # timestamps are rounded to ms upstream
 
 if TYPE_CHECKING:
@@ -107,6 +113,8 @@ class DeepgramTranscriber:
         self._client = AsyncDeepgramClient(
             api_key=self._settings.deepgram_api_key, environment=deepgram_environment(self._settings.deepgram_url)
         )
+        if self._settings.turn_detection == "text":
+            await anyio.to_thread.run_sync(load_model)  # the pauses' VAD, once, off the event loop
         log.info(
             "transcriber.ready",
             engine=self.name,
@@ -164,6 +172,7 @@ class DeepgramStream:
         self._receive_events: MemoryObjectReceiveStream[TranscriberEvent]
         self._send_events, self._receive_events = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
         self._last_message_at = 0.0
+        self._overdue_from: float | None = None
         # While no final has come: when the interims last brought new words, and where those words end.
         self._unfinalized_since: float | None = None
         self._interim_end_s: float | None = None
@@ -176,18 +185,26 @@ class DeepgramStream:
         # End of turn decided here (None: Deepgram's endpointing alone).
         self._policy = TurnPolicy.from_settings(settings) if settings.turn_detection == "text" else None
         channels = range(fmt.channels if self._policy else 0)
-        self._pauses = [PauseTracker(fmt.sample_rate, settings.local_vad_threshold) for _ in channels]
+        self._pauses = [PauseTracker(fmt.sample_rate, settings.local_vad_threshold, batched=True) for _ in channels]
         self._joiners = [UtteranceJoiner(self._policy) for _ in channels if self._policy]
         self._words_pending = [False] * fmt.channels  # an interim with words since the channel's last final
         self._finalize_at: deque[int] = deque()  # session byte positions where a pause asked for a final
         self._turn_finalizes = 0
         self._last_audio_at = 0.0
+        self._last_send_at = 0.0
+        self._direct: Any = None  # the connection's socket while audio may be written to it from `send`
 
     # --- the TranscriberStream interface ---------------------------------------------------------------------
 
     async def send(self, pcm: bytes) -> None:
-        if self._pauses:
-            await self._watch_pauses(pcm)
+        # Caught up, nothing to put before this audio (a pause's Finalize), a whole frame: it can go at once.
+        direct = (
+            self._direct is not None
+            and self._sent == self._buffer.end
+            and len(pcm) >= self._min_send
+            and not self._finishing
+            and (not self._finalize_at or self._finalize_at[0] > self._buffer.end)
+        )
         if self._buffer.append(pcm) and not self._buffer_overflow_reported:
             self._buffer_overflow_reported = True
             self._log.error("deepgram.buffer_overflow", buffered_s=self._settings.deepgram_buffer_s)
@@ -196,7 +213,31 @@ class DeepgramStream:
                     "transcriber_busy", "Deepgram is not keeping up; the oldest unsent audio was dropped"
                 )
             )
-        self._new_audio.set()
+        if not (direct and self._write_now(pcm)):
+            self._new_audio.set()
+        if self._pauses:
+            # After the audio went up, so the VAD's batch never delays it; before the next frame is taken in
+            # (the receive loop waits for this), so a pause's Finalize still goes right after this audio.
+            await self._watch_pauses(pcm)
+
+    def _write_now(self, pcm: bytes) -> bool:
+        """The steady state's path: the frame goes onto the provider's socket from the receive loop, without
+        waking the pump (one task hop and its timers per frame). Never waits: with the socket's buffer over
+        DIRECT_WRITE_LIMIT_BYTES (a slow provider) or the connection not open, False, and the pump, which
+        waits for the socket to drain, takes the audio."""
+        socket = self._direct
+        if socket.state is not State.OPEN or socket.transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT_BYTES:
+            return False
+        socket.write_frame_sync(True, Opcode.BINARY, pcm)
+        self._sent += len(pcm)
+        self._sent_audio()
+        return True
+
+    def _sent_audio(self) -> None:
+        """Audio went out: KeepAlive can wait; a second of it unanswered starts the watchdog's clock."""
+        self._last_send_at = time.monotonic()
+        if self._overdue_from is None and self._sent - self._sent_at_last_message >= self._bytes_per_s:
+            self._overdue_from = self._last_send_at  # a second of audio sent and not a word back since
 
     async def finish(self) -> None:
         self._finishing = True
@@ -207,15 +248,16 @@ class DeepgramStream:
     async def _watch_pauses(self, pcm: bytes) -> None:
         """VAD on the client's audio as it arrives: a pause after speech asks Deepgram for its final now."""
         assert self._policy is not None
-        self._last_audio_at = anyio.current_time()
+        self._last_audio_at = time.monotonic()  # per frame: cheaper than anyio.current_time() (a getpid on 3.11)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
         frames = samples.reshape(-1, self._fmt.channels)
         for channel, pauses in enumerate(self._pauses):
-            resumed = pauses.feed(np.ascontiguousarray(frames[:, channel]))
+            resumed = await pauses.feed_batched(np.ascontiguousarray(frames[:, channel]))
             if pauses.spoke and pauses.silence_ms >= self._policy.complete_ms:
                 pauses.mark()
                 # The pump sends Finalize right after this audio, before any that follows it.
-                self._finalize_at.append(self._buffer.end + len(pcm))
+                self._finalize_at.append(self._buffer.end)
+                self._new_audio.set()
             if not resumed:
                 settled = not self._words_pending[channel] and not self._finalize_at
                 for event in self._joiners[channel].on_pause(pauses.silence_ms, settled=settled):
@@ -223,7 +265,7 @@ class DeepgramStream:
 
     async def _flush_held(self, *, idle_s: float = 0.0) -> None:
         """Held finals go out: the stream ends, or the client has sent no audio for `idle_s`."""
-        if anyio.current_time() - self._last_audio_at < idle_s:
+        if time.monotonic() - self._last_audio_at < idle_s:
             return
         for joiner in self._joiners:
             for event in joiner.flush():
@@ -321,34 +363,38 @@ class DeepgramStream:
         """One connection's life; True when the stream finished cleanly, False to reconnect."""
         self._origin = self._sent = self._sent_at_last_message = self._buffer.start
         self._last_message_at = anyio.current_time()
-        self._overdue_from: float | None = None
+        self._overdue_from = None
         self._unfinalized_since = self._finalize_sent_at = self._interim_end_s = None
         self._words_pending = [False] * self._fmt.channels  # the old connection's interims are void
         self._finalizes_sent = 0
         self._finalize_answers = [0] * self._fmt.channels  # from_finalize results, per channel
         outcome: list[BaseException] = []
         closed = anyio.Event()
+        tg: anyio.abc.TaskGroup
 
-        async with anyio.create_task_group() as tg:
+        async def guarded(work: Callable[[], Awaitable[None]], *, ends_connection: bool) -> None:
+            try:
+                await work()
+            except Exception as exc:
+                outcome.append(exc)
+                tg.cancel_scope.cancel()
+                return
+            if ends_connection:
+                tg.cancel_scope.cancel()
 
-            async def guarded(work: Callable[[], Awaitable[None]], *, ends_connection: bool) -> None:
-                try:
-                    await work()
-                except Exception as exc:
-                    outcome.append(exc)
-                    tg.cancel_scope.cancel()
-                    return
-                if ends_connection:
-                    tg.cancel_scope.cancel()
+        async def read() -> None:
+            try:
+                await self._read(connection)
+            finally:
+                closed.set()
 
-            async def read() -> None:
-                try:
-                    await self._read(connection)
-                finally:
-                    closed.set()
-
-            tg.start_soon(lambda: guarded(read, ends_connection=True))
-            tg.start_soon(lambda: guarded(lambda: self._pump(connection, closed), ends_connection=True))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: guarded(read, ends_connection=True))
+                tg.start_soon(lambda: guarded(lambda: self._pump(connection, closed), ends_connection=True))
+                self._direct = _legacy_socket(connection)
+        finally:
+            self._direct = None
 
         if outcome:
             raise outcome[0]
@@ -358,7 +404,7 @@ class DeepgramStream:
     async def _pump(self, connection: Any, closed: anyio.Event) -> None:
         """Audio out (replay first), KeepAlive through silence, the final watchdog, and the end of stream."""
         keepalive_s = self._settings.deepgram_keepalive_s
-        last_send = anyio.current_time()
+        self._last_send_at = time.monotonic()
         while True:
             if self._finalize_at and self._sent >= self._finalize_at[0]:
                 self._finalize_at.popleft()
@@ -376,10 +422,7 @@ class DeepgramStream:
             if chunk:
                 await connection.send_media(chunk)
                 self._sent += len(chunk)
-                last_send = anyio.current_time()
-                outstanding = self._sent - self._sent_at_last_message
-                if self._overdue_from is None and outstanding >= self._bytes_per_s:
-                    self._overdue_from = last_send  # a second of audio sent and not a word back since
+                self._sent_audio()
                 continue
             if self._finishing:
                 await self._end_of_stream(connection, closed)
@@ -387,11 +430,11 @@ class DeepgramStream:
             if self._joiners and self._policy is not None:
                 await self._flush_held(idle_s=self._policy.incomplete_ms / 1000)
             await self._watchdog(connection)
-            with anyio.move_on_after(max(0.05, min(keepalive_s - (anyio.current_time() - last_send), 0.5))):
+            with anyio.move_on_after(max(0.05, min(keepalive_s - (time.monotonic() - self._last_send_at), 0.5))):
                 await self._wait_for_audio()
-            if self._buffer.end == self._sent and anyio.current_time() - last_send >= keepalive_s:
+            if self._buffer.end == self._sent and time.monotonic() - self._last_send_at >= keepalive_s:
                 await connection.send_keep_alive()
-                last_send = anyio.current_time()
+                self._last_send_at = time.monotonic()
 
     async def _wait_for_audio(self) -> None:
         await self._new_audio.wait()
@@ -411,7 +454,7 @@ class DeepgramStream:
             return
         waiting = self._unfinalized_since is not None and now - self._unfinalized_since >= bound
         # A second or more of audio is outstanding, and has been for `bound`, with nothing at all coming back.
-        silent = self._overdue_from is not None and now - self._overdue_from >= bound
+        silent = self._overdue_from is not None and time.monotonic() - self._overdue_from >= bound
         if waiting or silent:
             self._log.warning("deepgram.final_overdue", waited_s=bound, silent=silent)
             self._finalize_sent_at = now
@@ -437,24 +480,22 @@ class DeepgramStream:
     # --- results ----------------------------------------------------------------------------------------------
 
     async def _read(self, connection: Any) -> None:
-        from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1UtteranceEnd
-
-        async for message in connection:
+        async for message in _messages(connection):
             self._last_message_at = anyio.current_time()
             self._sent_at_last_message = self._sent
             self._overdue_from = None
-            if isinstance(message, ListenV1Results):
+            if isinstance(message, messages.Results):
                 await self._on_results(message)
-            elif isinstance(message, ListenV1UtteranceEnd):
+            elif isinstance(message, messages.UtteranceEnd):
                 await self._on_utterance_end(message)
-            elif isinstance(message, ListenV1Error):
+            elif isinstance(message, messages.ProviderError):
                 self._log.warning(
                     "deepgram.error",
                     variant=getattr(message, "variant", None),
                     description=getattr(message, "description", None),
                 )
 
-    async def _on_results(self, result: Any) -> None:
+    async def _on_results(self, result: messages.Results) -> None:
         channel = result.channel_index[0] if result.channel_index else 0
         if not 0 <= channel < self._fmt.channels:
             return
@@ -495,7 +536,9 @@ class DeepgramStream:
             await self._emit(self._marker(channel, origin_s + result.start))
         self._commit(channel, origin_s, pieces, result)
 
-    async def _join(self, channel: int, origin_s: float, pieces: list[list[Any]], result: Any) -> None:
+    async def _join(
+        self, channel: int, origin_s: float, pieces: list[list[messages.Word]], result: messages.Results
+    ) -> None:
         """Finals through the joiner: it decides when the utterance is over (TURN_DETECTION=text)."""
         for piece in pieces:
             event = self._piece(piece, channel, origin_s, is_final=True, utterance_end=False)
@@ -503,14 +546,16 @@ class DeepgramStream:
                 await (self._emit_final(out) if out.is_final else self._emit(out))
         self._commit(channel, origin_s, pieces, result)
 
-    def _commit(self, channel: int, origin_s: float, pieces: list[list[Any]], result: Any) -> None:
+    def _commit(
+        self, channel: int, origin_s: float, pieces: list[list[messages.Word]], result: messages.Results
+    ) -> None:
         """A final's words are the client's (a replay drops them) and its audio need not be replayed."""
         if pieces:
             self._delivered_s[channel] = origin_s + pieces[-1][-1].end
         self._committed_s[channel] = max(self._committed_s[channel], origin_s + result.start + result.duration)
         self._buffer.commit(int(min(self._committed_s) * self._fmt.sample_rate) * self._fmt.frame_bytes)
 
-    async def _on_utterance_end(self, message: Any) -> None:
+    async def _on_utterance_end(self, message: messages.UtteranceEnd) -> None:
         """UtteranceEnd after a final that did not close the utterance: an empty final carries the flag."""
         if self._joiners:
             return  # the joiner closes every utterance itself
@@ -528,7 +573,7 @@ class DeepgramStream:
 
     @staticmethod
     def _piece(
-        words: list[Any], channel: int, origin_s: float, *, is_final: bool, utterance_end: bool
+        words: list[messages.Word], channel: int, origin_s: float, *, is_final: bool, utterance_end: bool
     ) -> TranscriptEvent:
         text = " ".join((w.punctuated_word or w.word) for w in words)
         speakers = [w.speaker for w in words if w.speaker is not None]
@@ -565,9 +610,29 @@ class DeepgramStream:
         )
 
 
-def _split_by_speaker(words: list[Any]) -> list[list[Any]]:
+async def _messages(connection: Any) -> AsyncIterator[messages.Message | None]:
+    """The connection's messages, read off its socket and decoded by msgspec (deepgram_messages.py) rather
+    than the SDK's pydantic models; through the SDK's own iterator if its socket is not the one expected."""
+    socket = _legacy_socket(connection)
+    if socket is not None:
+        async for raw in socket:
+            yield messages.decode(raw)
+    else:
+        async for model in connection:
+            yield messages.decode(model.model_dump_json()) if hasattr(model, "model_dump_json") else None
+
+
+def _legacy_socket(connection: Any) -> Any:
+    """The SDK connection's websockets (legacy) protocol, which `_write_now` writes to; None if this SDK
+    version holds something else (then every frame goes through the pump)."""
+    socket = getattr(connection, "_websocket", None)
+    needed = ("write_frame_sync", "state", "transport")
+    return socket if all(hasattr(socket, name) for name in needed) else None
+
+
+def _split_by_speaker(words: list[messages.Word]) -> list[list[messages.Word]]:
     """A final spoken by several people becomes one piece per speaker turn, each with its own speaker id."""
-    pieces: list[list[Any]] = []
+    pieces: list[list[messages.Word]] = []
     for word in words:
         if pieces and pieces[-1][-1].speaker == word.speaker:
             pieces[-1].append(word)

@@ -56,9 +56,20 @@ class PauseTracker:
     down to `threshold - NEGATIVE_MARGIN`, so the soft end of a word does not open a pause.
     """
 
-    def __init__(self, sample_rate: int, threshold: float = 0.5, *, utterance_gap_ms: float = 2000.0) -> None:
+    def __init__(
+        self, sample_rate: int, threshold: float = 0.5, *, utterance_gap_ms: float = 2000.0, batched: bool = False
+    ) -> None:
+        """`batched`: the model runs in the event loop's batch (vad_batch.py; `feed_batched` only), not in an
+        instance of its own (`feed`)."""
         self._resample = Resampler(sample_rate)
-        self._probability = SileroProbability()
+        self._probability: SileroProbability | None = None
+        self._batched: Any = None
+        if batched:
+            from presales_ws.transcribers.vad_batch import ChannelState, SileroBatch
+
+            self._batch, self._batched = SileroBatch.current(), ChannelState()
+        else:
+            self._probability = SileroProbability()
         self._threshold = threshold
         self._gap_windows = round(utterance_gap_ms / WINDOW_MS)  # a pause this long ends the utterance
         self._pending = np.zeros(0, dtype=np.float32)
@@ -76,19 +87,35 @@ class PauseTracker:
 
     def feed(self, samples: Samples) -> bool:
         """Consume audio; True when speech (re)started in it, which ends any pause in progress."""
+        assert self._probability is not None, "a batched tracker is fed with feed_batched"
+        resumed = False
+        for window in self._windows(samples):
+            resumed = self._observe(self._probability(window)) or resumed
+        return resumed
+
+    async def feed_batched(self, samples: Samples) -> bool:
+        """`feed`, with each window's probability from the event loop's batch (a tracker made `batched`)."""
+        resumed = False
+        for window in self._windows(samples):
+            resumed = self._observe(await self._batch.probability(self._batched, window)) or resumed
+        return resumed
+
+    def _windows(self, samples: Samples) -> list[Samples]:
+        """The whole 32 ms windows the audio completes; the rest waits for the next audio."""
         buffer = self._resample(samples)
         if len(self._pending):
             buffer = np.concatenate((self._pending, buffer))
         whole = len(buffer) // WINDOW_SAMPLES * WINDOW_SAMPLES
         self._pending = buffer[whole:].copy()
-        resumed = False
-        for offset in range(0, whole, WINDOW_SAMPLES):
-            probability = self._probability(np.ascontiguousarray(buffer[offset : offset + WINDOW_SAMPLES]))
-            within_utterance = self._silent_run < self._gap_windows
-            if probability >= (self._threshold - NEGATIVE_MARGIN if within_utterance else self._threshold):
-                resumed = resumed or self._silent_run > 0
-                self._silent_run = 0
-                self.spoke = True
-            else:
-                self._silent_run += 1
-        return resumed
+        return [buffer[offset : offset + WINDOW_SAMPLES] for offset in range(0, whole, WINDOW_SAMPLES)]
+
+    def _observe(self, probability: float) -> bool:
+        """One window's verdict; True when it is speech after a pause."""
+        within_utterance = self._silent_run < self._gap_windows
+        if probability >= (self._threshold - NEGATIVE_MARGIN if within_utterance else self._threshold):
+            resumed = self._silent_run > 0
+            self._silent_run = 0
+            self.spoke = True
+            return resumed
+        self._silent_run += 1
+        return False

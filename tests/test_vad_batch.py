@@ -1,0 +1,59 @@
+"""The batched Silero VAD of the Deepgram path hears what a model per channel hears."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from presales_ws.client.wavfile import read_wav
+from presales_ws.transcribers.vad import WINDOW_SAMPLES, PauseTracker, SileroProbability
+from presales_ws.transcribers.vad_batch import ChannelState, SileroBatch
+from tests.deepgram_server import FIXTURES
+
+FRAME_SAMPLES = 320  # 20 ms at 16 kHz
+
+
+def channel_audio(channel: int) -> np.ndarray:
+    audio = read_wav(str(FIXTURES / "call_two_channel.wav"))
+    samples = np.frombuffer(audio.pcm, dtype="<i2").reshape(-1, audio.channels)[:, channel]
+    return samples.astype(np.float32) / 32768.0
+
+
+def test_batched_probabilities_equal_one_model_per_channel() -> None:
+    tracks = [channel_audio(0), channel_audio(1)]
+    n_windows = min(len(t) for t in tracks) // WINDOW_SAMPLES
+
+    def windows(track: np.ndarray) -> list[np.ndarray]:
+        return [np.ascontiguousarray(track[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES]) for i in range(n_windows)]
+
+    alone = [SileroProbability() for _ in tracks]  # one model per channel, as before the batch
+    expected = [[alone[c](w) for w in windows(track)] for c, track in enumerate(tracks)]
+
+    async def batched() -> list[list[float]]:
+        batch, states = SileroBatch.current(), [ChannelState() for _ in tracks]
+        per_channel = [windows(track) for track in tracks]
+        out: list[list[float]] = [[] for _ in tracks]
+        for i in range(n_windows):  # both channels' windows in one batch each time
+            got = await asyncio.gather(*(batch.probability(states[c], per_channel[c][i]) for c in range(len(tracks))))
+            for c, p in enumerate(got):
+                out[c].append(p)
+        return out
+
+    got = asyncio.run(batched())
+    assert np.allclose(np.array(got), np.array(expected), atol=1e-5)
+    assert max(max(channel) for channel in expected) > 0.9  # the fixture has speech: the comparison means something
+
+
+def test_a_batched_pause_tracker_finds_the_same_pauses_as_its_own_model() -> None:
+    track = channel_audio(1)
+    frames = [np.ascontiguousarray(track[i : i + FRAME_SAMPLES]) for i in range(0, len(track), FRAME_SAMPLES)]
+    own = PauseTracker(16000)
+    expected = [(own.feed(f), own.silence_ms, own.spoke) for f in frames]
+
+    async def batched() -> list[tuple[bool, float, bool]]:
+        tracker = PauseTracker(16000, batched=True)
+        return [(await tracker.feed_batched(f), tracker.silence_ms, tracker.spoke) for f in frames]
+
+    assert asyncio.run(batched()) == expected
+    assert any(resumed for resumed, _, _ in expected)  # speech started at least once
