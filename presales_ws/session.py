@@ -112,7 +112,9 @@ class SessionEndpoint(WebSocketEndpoint):
         if params.encoding != "linear16":  # a compressed stream cannot be taken up mid-stream: a new session
             return False
         session = service.local_sessions.find(params.resume, admission.key_id)
-        if session is None or session.format != AudioFormat(params.sample_rate, params.channels):
+        if session is None:
+            return False
+        if (session.format.sample_rate, session.format.channels) != (params.sample_rate, params.channels):
             return False
         finals_end = parse_finals_end(params.finals_end, params.channels)
         taken: bool = await session.attach(Link(websocket, admission.subprotocol, finals_end))
