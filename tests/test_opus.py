@@ -7,15 +7,11 @@ from collections.abc import Iterator
 from typing import Literal
 
 import anyio
-import numpy as np
 import pytest
 
-from presales_ws.audio import AudioFormat
-from presales_ws.audio_input import OpusInput
 from presales_ws.client import connect
 from presales_ws.protocol import Error, ServerMessage, Status
 from tests.conftest import LiveServer, make_settings
-from tests.deepgram_server import FakeDeepgram, Script
 from tests.support import FIXTURES, MANIFEST, final_text, finals, reference_text, word_error_rate
 
 pytestmark = pytest.mark.anyio
@@ -132,23 +128,3 @@ async def test_the_rate_limit_counts_seconds_of_audio_not_compressed_bytes() -> 
         limited.stop()
     assert "rate_limited" in {e.code for e in errors(messages)}
 
-
-async def test_opus_through_deepgram_reaches_it_as_the_decoded_pcm_of_the_recording() -> None:
-    """Deepgram gets 16 kHz linear16, the recording decoded: its reconnect replay, and the VAD that asks for
-    each final, work on PCM (docs/PROTOCOL.md, "Compressed audio")."""
-    text = MANIFEST["sso_question_gb.wav"]["utterances"][0]["text"]
-    data = container("sso_question_gb", "webm")
-    decoded = OpusInput("webm-opus", AudioFormat(16000, 1)).feed(data).pcm
-    with FakeDeepgram(Script.from_regions(decoded, [text]), api_key=DEEPGRAM_KEY) as fake:
-        settings = make_settings(deepgram_api_key=DEEPGRAM_KEY, deepgram_url=fake.url, deepgram_endpointing_ms=500)
-        deepgram_server = LiveServer(settings).start()
-        try:
-            messages, close_code = await stream_container(deepgram_server.ws_url, pieces(data), "webm-opus")
-        finally:
-            deepgram_server.stop()
-        assert close_code == 1000 and errors(messages) == []
-        assert [f.text for f in finals(messages)] == [text]
-        connection = fake.connections[0]
-        assert connection.query["encoding"] == "linear16" and connection.query["sample_rate"] == "16000"
-        received = np.frombuffer(bytes(connection.audio), dtype="<i2")
-        assert received.tobytes() == decoded  # every sample of the recording, decoded, once
