@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
 
 import anyio
@@ -34,6 +34,7 @@ async def stream_container(
     channels: int = 1,
     mode: Literal["binary", "base64"] = "binary",
     speed: float | None = 8.0,
+    before_audio: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[ServerMessage], int | None]:
     """Send a recording's pieces (each CHUNK_BYTES of ~250 ms, paced at `speed` x), `stop`, read to the close."""
     messages: list[ServerMessage] = []
@@ -42,6 +43,8 @@ async def stream_container(
             messages.append(session.ready)
 
             async def sender() -> None:
+                if before_audio is not None:
+                    await before_audio()
                 for chunk in chunks:
                     if speed:
                         await anyio.sleep(0.25 / speed)
@@ -127,4 +130,3 @@ async def test_the_rate_limit_counts_seconds_of_audio_not_compressed_bytes() -> 
     finally:
         limited.stop()
     assert "rate_limited" in {e.code for e in errors(messages)}
-

@@ -69,9 +69,10 @@ class StuckStream(Exception):
     """The provider took audio (and a Finalize) but answered nothing: worth a new connection."""
 
 
-class LeaveContainer(Exception):
-    """A container session's bytes can no longer go to Deepgram as they came (a piece did not parse whole, or
-    the connection that read the container's start is gone): the stream goes on as PCM on a new connection."""
+class NewFormat(Exception):
+    """The connection's audio format no longer fits: a WebM/Ogg session's first piece came to a connection
+    opened for PCM (a container must be read from its first byte), or its bytes can no longer go up as they
+    came (a piece did not parse whole). The stream goes on, on a new connection, in the other format."""
 
 
 def deepgram_environment(url: str) -> Any:
@@ -199,7 +200,6 @@ class DeepgramStream:
         self._last_send_at = 0.0
         self._direct: Any = None  # the connection's socket while audio may be written to it from `send`
         # WebM/Ogg sessions: Deepgram reads the client's container bytes as they came, on the first connection.
-        self._first_audio = anyio.Event()  # the first connection waits for it: then the stream's format is known
         self._passthrough: bool | None = None  # None: no audio yet; True: container bytes; False: PCM only
         self._pieces: deque[tuple[int, bytes]] = deque()  # (session byte position the piece's PCM ends at, bytes)
         self._container_connection = False  # the current connection reads the container (opened without encoding)
@@ -220,7 +220,6 @@ class DeepgramStream:
         if pcm:
             await self.send(pcm)
         else:
-            self._first_audio.set()
             self._new_audio.set()
 
     def _leave_container(self) -> None:
@@ -230,11 +229,10 @@ class DeepgramStream:
     async def send(self, pcm: bytes) -> None:
         if self._passthrough is None:
             self._passthrough = False
-        self._first_audio.set()
         # Caught up, nothing to put before this audio (a pause's Finalize), a whole frame: it can go at once.
         direct = (
             self._direct is not None
-            and not self._container_connection
+            and not (self._container_connection or self._passthrough)
             and self._sent == self._buffer.end
             and len(pcm) >= self._min_send
             and not self._finishing
@@ -277,7 +275,6 @@ class DeepgramStream:
 
     async def finish(self) -> None:
         self._finishing = True
-        self._first_audio.set()
         self._new_audio.set()
 
     # --- end of turn ------------------------------------------------------------------------------------------
@@ -350,12 +347,12 @@ class DeepgramStream:
         attempt = 0
         outage_since: float | None = None
         async with self._send_events:
-            await self._first_audio.wait()  # a `start` message may still change the format until audio comes
             while True:
                 self._connections += 1
-                # Only a connection that gets the container from its first byte can read it.
+                # Only a connection that gets the container from its first byte can read it. Until the first
+                # audio says which, PCM: a PCM session's connection is open before its first frame.
                 self._container_connection = bool(self._passthrough) and self._container_bytes == 0
-                if not self._container_connection:
+                if self._passthrough and not self._container_connection:
                     self._leave_container()
                 self._log.info(
                     "deepgram.connecting",
@@ -385,9 +382,9 @@ class DeepgramStream:
                         await self._fail("transcriber_failed", f"Deepgram refused the stream (HTTP {status})")
                         return
                     reason = f"HTTP {status}"
-                except LeaveContainer:
-                    self._log.info("deepgram.container_left", container_bytes=self._container_bytes)
-                    continue  # no outage: the next connection takes the replay and the rest as PCM
+                except NewFormat:
+                    self._log.info("deepgram.new_format", container=bool(self._passthrough))
+                    continue  # no outage: the next connection takes the container, or the replay and the rest as PCM
                 except (OSError, TimeoutError, WebSocketException, StuckStream) as exc:
                     reason = _describe(exc)
                 now = anyio.current_time()
@@ -468,7 +465,9 @@ class DeepgramStream:
                     self._sent_audio()
                     continue
                 if not self._passthrough:
-                    raise LeaveContainer
+                    raise NewFormat
+            elif self._passthrough and self._container_bytes == 0 and self._sent == 0:
+                raise NewFormat  # a container's first piece, on a connection opened for PCM before it came
             # Up to the next pause's Finalize at most: a Finalize after later audio would cut its words.
             limit = min(self._max_send, self._finalize_at[0] - self._sent) if self._finalize_at else self._max_send
             chunk = b"" if self._container_connection else self._buffer.read(self._sent, limit)
