@@ -27,6 +27,7 @@ from presales_ws.logs import get_logger
 from presales_ws.outbox import Close, Outbox, OutboxOverflow
 from presales_ws.prompter import Prompter
 from presales_ws.protocol import (
+    CONTAINER_ENCODINGS,
     AudioChunk,
     CloseCode,
     Error,
@@ -50,6 +51,7 @@ from presales_ws.service import Service
 from presales_ws.speakers import Role, SpeakerTracker, parse_channel_roles
 from presales_ws.suggesters.base import ContextLine
 from presales_ws.transcribers.base import (
+    ContainerReader,
     TranscriberBusy,
     TranscriberEvent,
     TranscriberFailure,
@@ -657,12 +659,21 @@ class Session:
             await self.on_flood(stream, decoded.over_budget_s)
             if self.stopping:
                 return
+        # A WebM/Ogg session on Deepgram: its bytes go up as they came, when they parsed whole (transcribers/base.py).
+        containers = self.declaration.encoding in CONTAINER_ENCODINGS
+        reader = stream if containers and isinstance(stream, ContainerReader) else None
+        if decoded.pcm and not self.bucket.take(seconds):
+            await self.on_flood(stream, seconds)
+            if reader is not None and not self.stopping:
+                await reader.send_container(b"", None)
+            return
         if decoded.pcm:
-            if not self.bucket.take(seconds):
-                await self.on_flood(stream, seconds)
-                return
             self.audio_s += seconds
             self.arrivals.received(self.received_s, now)
+        if reader is not None:
+            whole = not decoded.problem and not decoded.over_budget_s
+            await reader.send_container(decoded.pcm, data if whole else None)
+        elif decoded.pcm:
             await stream.send(decoded.pcm)
         self.bytes_in += len(data)
         if decoded.problem:
