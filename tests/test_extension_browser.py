@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -48,6 +49,7 @@ from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Status, Stop, Suggestion, decode_client_message, encode
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
+from tests.tcp_proxy import ThreadedProxy
 from tests.test_suggestions_e2e import SAMPLE_KB
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,6 +302,7 @@ def server() -> Iterator[LiveServer]:
             knowledge_base=str(SAMPLE_KB),
             heartbeat_interval_s=1.0,
             heartbeat_timeout_s=10.0,
+            resume_window_s=30.0,  # a dropped connection's session waits for the extension to resume it
         )
     ).start()
     yield live
@@ -358,7 +361,7 @@ def test_the_capture_code_in_the_extension_is_the_demos() -> None:
         [str(EXTENSION / "sync-capture.sh"), "--check"], capture_output=True, text=True, timeout=10, check=False
     )
     assert result.returncode == 0, result.stderr
-    for name in ("capture.js", "capture-worklet.js"):
+    for name in ("capture.js", "capture-worklet.js", "resend.js"):
         assert (EXTENSION / "lib" / name).read_bytes() == (ROOT / "presales_ws" / "static" / name).read_bytes()
 
 
@@ -409,37 +412,64 @@ def test_the_side_panel_shows_the_microphone_as_consultant_and_the_tab_as_custom
     assert server.wait_until(lambda: len(server.service.registry) == 0)
 
 
-def test_a_dropped_connection_reconnects_and_the_transcript_stays_on_screen(
+def test_a_connection_cut_mid_sentence_resumes_the_same_session_and_every_final_arrives_once(
     chromium: Chromium, server: LiveServer
 ) -> None:
-    chromium.set_options(EXTENSION_ID, server_url=server.ws_url, key=KEY, tab_audio=True)
+    # The extension's socket goes through a proxy that resets it (a dropped Wi-Fi: no close frame on either side).
+    proxy = ThreadedProxy(server.port)
+    chromium.set_options(EXTENSION_ID, server_url=f"ws://127.0.0.1:{proxy.port}/ws/session", key=KEY, tab_audio=True)
     try:
-        panel = chromium.open_side_panel(EXTENSION_ID)
+        panel = open_side_panel_recording_sessions(chromium)
         panel.evaluate("document.getElementById('start').click()")
         panel.wait_for("document.getElementById('status').textContent.startsWith('live')")
-        chromium.customer_speaks()
-        (before,) = panel.wait_for_final("1", TAB_FIXTURE)
 
-        # A deploy: the session gets its finals and close 1012; new sessions are refused until it is over.
-        assert server.call(server.service.drain).result(timeout=30) == 0
-        panel.wait_for("document.getElementById('transcript').textContent.includes('connection lost (close 1012')")
-        server.service.draining = False
-        panel.wait_for("document.getElementById('transcript').textContent.includes('reconnected (session')")
+        # The customer's sentence is cut while it is being heard; it is finished on the same session.
+        chromium.call_page.click("#play")
+        panel.wait_for("document.querySelector('#transcript .line.interim[data-channel=\"1\"]') !== null")
+        proxy.cut()
+        chromium.call_page.wait_for_function("document.getElementById('customer').ended", timeout=WAIT_S * 1000)
+        panel.wait_for("document.getElementById('transcript').textContent.includes('resumed (same session')")
         assert panel.text("status").startswith("live")
-        assert before in panel.finals()  # nothing on screen was lost
+        (during,) = panel.wait_for_final("1", TAB_FIXTURE)
 
-        chromium.customer_speaks()  # heard on the new session, shown after the reconnection
-        panel.wait_for_final("1", TAB_FIXTURE, count=2)
+        chromium.customer_speaks()  # and the call carries on in the same transcript
+        assert panel.wait_for_final("1", TAB_FIXTURE, count=2)[0] == during
         lines = panel.lines()
-        marker = max(i for i, (cls, text) in enumerate(lines) if "marker" in cls and text.startswith("reconnected"))
+        marker = next(i for i, (cls, text) in enumerate(lines) if "marker" in cls and text.startswith("resumed"))
         assert any(cls == "line final customer" for cls, _ in lines[marker + 1 :]), lines
 
         panel.evaluate("document.getElementById('stop').click()")
         panel.wait_for("document.getElementById('status').textContent === 'closed'")
+        assert panel.text("errors") == ""
+        # Every final exactly once: each stretch of audio heard once per channel, each play of the sentence once.
+        received: list[list[Any]] = panel.evaluate("window.finals")
+        for channel in (0, 1):
+            spans = sorted((start, end) for c, start, end, _ in received if c == channel)
+            assert all(end <= later + 0.01 for (_, end), (later, _) in itertools.pairwise(spans)), received
+        assert len(panel.finals()) == len(received), (panel.finals(), received)
+        assert len(panel.wait_for_final("1", TAB_FIXTURE, count=2)) == 2, received
+        sessions = panel.evaluate("window.sessions")
+        assert len(sessions) >= 2 and set(sessions) == {sessions[0]}, sessions  # one session_id, before and after
+        assert "reconnecting" in panel.evaluate("window.phases")
+        assert not any(text.startswith("reconnected (new session") for _, text in lines), lines
     finally:
-        server.service.draining = False
         chromium.stop_any_call(EXTENSION_ID)
+        proxy.close()
     assert server.wait_until(lambda: len(server.service.registry) == 0)
+
+
+def open_side_panel_recording_sessions(chromium: Chromium) -> ExtensionView:
+    """The side panel, noting what the extension broadcasts: each phase, each `ready`'s session_id, and each
+    non-empty final as [channel, start, end, text]."""
+    panel = chromium.open_side_panel(EXTENSION_ID)
+    panel.evaluate(
+        "window.sessions = []; window.phases = []; window.finals = []; chrome.runtime.onMessage.addListener((m) => {"
+        " const e = m.event; if (e?.type === 'transcript' && e.message.is_final && e.message.text)"
+        " window.finals.push([e.message.channel, e.message.start, e.message.end, e.message.text]);"
+        " if (e?.type !== 'phase') return; window.phases.push(e.phase);"
+        " if (e.session) window.sessions.push(e.session); }), true"
+    )
+    return panel
 
 
 def test_a_foreign_extension_is_refused_and_does_not_retry(chromium: Chromium, server: LiveServer) -> None:
