@@ -412,6 +412,41 @@ def test_the_side_panel_shows_the_microphone_as_consultant_and_the_tab_as_custom
     assert server.wait_until(lambda: len(server.service.registry) == 0)
 
 
+def test_a_drained_session_that_cannot_be_resumed_goes_on_in_a_new_one_on_the_same_screen(
+    chromium: Chromium, server: LiveServer
+) -> None:
+    chromium.set_options(EXTENSION_ID, server_url=server.ws_url, key=KEY, tab_audio=True)
+    try:
+        panel = chromium.open_side_panel(EXTENSION_ID)
+        panel.evaluate("document.getElementById('start').click()")
+        panel.wait_for("document.getElementById('status').textContent.startsWith('live')")
+        chromium.customer_speaks()
+        (before,) = panel.wait_for_final("1", TAB_FIXTURE)
+
+        # A deploy: the session gets its finals and close 1012; new sessions are refused until it is over. One
+        # instance without Redis keeps nothing of a drained session: its token gets a new one (`resumed: false`).
+        assert server.call(server.service.drain).result(timeout=30) == 0
+        panel.wait_for("document.getElementById('transcript').textContent.includes('connection lost (close 1012')")
+        server.service.draining = False
+        panel.wait_for("document.getElementById('transcript').textContent.includes('reconnected (new session')")
+        assert panel.text("status").startswith("live")
+        assert before in panel.finals()  # nothing on screen was lost
+
+        chromium.customer_speaks()  # heard on the new session, shown after the reconnection
+        panel.wait_for_final("1", TAB_FIXTURE, count=2)
+        lines = panel.lines()
+        markers = [i for i, (cls, text) in enumerate(lines) if "marker" in cls and text.startswith("reconnected (new")]
+        marker = max(markers)
+        assert any(cls == "line final customer" for cls, _ in lines[marker + 1 :]), lines
+
+        panel.evaluate("document.getElementById('stop').click()")
+        panel.wait_for("document.getElementById('status').textContent === 'closed'")
+    finally:
+        server.service.draining = False
+        chromium.stop_any_call(EXTENSION_ID)
+    assert server.wait_until(lambda: len(server.service.registry) == 0)
+
+
 def test_a_connection_cut_mid_sentence_resumes_the_same_session_and_every_final_arrives_once(
     chromium: Chromium, server: LiveServer
 ) -> None:
