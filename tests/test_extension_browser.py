@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -458,11 +459,16 @@ def test_a_connection_cut_mid_sentence_resumes_the_same_session_and_every_final_
         panel.evaluate("document.getElementById('start').click()")
         panel.wait_for("document.getElementById('status').textContent.startsWith('live')")
 
-        # The customer's sentence is cut while it is being heard; it is finished on the same session.
+        # The customer's sentence is cut while it is being heard, and the network stays down (connections to
+        # the proxy are refused) until the sentence is over: the rest of it reaches the server only as audio the
+        # extension kept and sends again on the same session.
         chromium.call_page.click("#play")
         panel.wait_for("document.querySelector('#transcript .line.interim[data-channel=\"1\"]') !== null")
+        proxy.retarget(closed_port())
         proxy.cut()
         chromium.call_page.wait_for_function("document.getElementById('customer').ended", timeout=WAIT_S * 1000)
+        panel.wait_for("document.getElementById('status').className.includes('reconnecting')")
+        proxy.retarget(server.port)
         panel.wait_for("document.getElementById('transcript').textContent.includes('resumed (same session')")
         assert panel.text("status").startswith("live")
         (during,) = panel.wait_for_final("1", TAB_FIXTURE)
@@ -483,6 +489,7 @@ def test_a_connection_cut_mid_sentence_resumes_the_same_session_and_every_final_
             assert all(end <= later + 0.01 for (_, end), (later, _) in itertools.pairwise(spans)), received
         assert len(panel.finals()) == len(received), (panel.finals(), received)
         assert len(panel.wait_for_final("1", TAB_FIXTURE, count=2)) == 2, received
+        assert len(panel.wait_for_final("0", MICROPHONE_FIXTURE)) == 1, received  # spoken over the cut as well
         sessions = panel.evaluate("window.sessions")
         assert len(sessions) >= 2 and set(sessions) == {sessions[0]}, sessions  # one session_id, before and after
         assert "reconnecting" in panel.evaluate("window.phases")
@@ -491,6 +498,14 @@ def test_a_connection_cut_mid_sentence_resumes_the_same_session_and_every_final_
         chromium.stop_any_call(EXTENSION_ID)
         proxy.close()
     assert server.wait_until(lambda: len(server.service.registry) == 0)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def open_side_panel_recording_sessions(chromium: Chromium) -> ExtensionView:
