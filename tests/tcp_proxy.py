@@ -90,6 +90,9 @@ class ThreadedProxy:
     def cut(self) -> None:
         self._loop.call_soon_threadsafe(self.proxy.cut)
 
+    def retarget(self, upstream_port: int) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.retarget, upstream_port)
+
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
