@@ -90,7 +90,7 @@ async def drain_run(sessions: int, workdir: Path) -> DrainRun:
 
                 async def one() -> None:
                     nonlocal sent
-                    async with connect(f"ws://127.0.0.1:{port}/ws/session") as session:
+                    async with connect(f"ws://127.0.0.1:{port}/ws/session", auto_resume=False) as session:
                         await session.send_pcm(pcm[:cut])
                         sent += 1
                         if sent == sessions:

@@ -1,7 +1,8 @@
 """The embedded engine through the service, engine against engine in one run: words, end of turn, capacity.
 
-Each engine configuration gets its own `presales-ws serve` process (not pinned: decodes use both cores), and
-every fixture is streamed to it at real time in 20 ms frames, one session at a time, as a client would:
+Each engine configuration gets its own `presales-ws serve` process (not pinned: decodes use both cores), all
+started at once, and every fixture is streamed to each in turn (one session at a time, so the machine's other
+load falls on every configuration alike) at real time in 20 ms frames, as a client would:
 
 - **WER** of the finals against the reference, per fixture set (real recorded speech, espeak voices);
 - **end of speech -> final** (the wall time the frame holding the fixture's last speech sample was sent, to
@@ -13,15 +14,22 @@ every fixture is streamed to it at real time in 20 ms frames, one session at a t
 
     .venv/bin/python -m bench.embedded            # every configuration; writes docs/BENCHMARKS.md
     .venv/bin/python -m bench.embedded --quick    # one fixture per set, no capacity (the smoke test)
+    .venv/bin/python -m bench.embedded --before main --variant TURN_UNSURE_MS=700 --steps 1,8
+        # the default against main's engine and a variant, side by side in one run (writes nothing)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
+import subprocess
+import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +46,7 @@ from tests.support import word_error_rate
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 FRAME_S = 0.02
-CAPACITY_STEPS = (1, 2, 4, 6, 8, 10, 12, 16)
+CAPACITY_STEPS: tuple[int, ...] = (1, 2, 4, 6, 8, 10, 12, 16)
 
 # name -> server environment. "today" is the engine before end-of-turn detection and the accurate model.
 CONFIGS: dict[str, dict[str, str]] = {
@@ -150,60 +158,88 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
-async def measure_config(
-    env: dict[str, str], fixtures: list[Fixture], capacity_file: Fixture | None, verbose: bool = False
-) -> Figures:
-    figures = Figures()
-    settings = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", "MAX_SESSIONS": "100", **env}
-    with tempfile.TemporaryDirectory(prefix="presales-embedded-") as log_dir:
-        target = Target("presales-ws", ["presales_ws", "serve"], "binary", settings)
-        with running(target, None, Path(log_dir)) as server:
-            await anyio.sleep(1.0)
-            figures.rss_mib = server.rss_kib() / 1024
-            cpu_before = server.cpu_s()
-            for fixture in fixtures:
-                figures.results.append(result := await stream(server.url, fixture))
+@contextlib.contextmanager
+def serving(configs: dict[str, dict[str, str]], log_dir: Path) -> Iterator[dict[str, Server]]:
+    """One started server per configuration, all at once, stopped on exit."""
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for name, env in configs.items():
+            settings = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", "MAX_SESSIONS": "100", **env}
+            target = Target(f"presales-ws {len(servers)}", ["presales_ws", "serve"], "binary", settings)
+            servers[name] = stack.enter_context(running(target, None, log_dir))
+        yield servers
+
+
+async def measure_configs(
+    configs: dict[str, dict[str, str]], fixtures: list[Fixture], capacity_file: Fixture | None, verbose: bool
+) -> dict[str, Figures]:
+    """Every configuration's server runs at once and takes each fixture in turn, one session at a time: the
+    machine's other load (it is shared) falls on all of them alike, which a run per configuration cannot say."""
+    figures = {name: Figures() for name in configs}
+    with (
+        tempfile.TemporaryDirectory(prefix="presales-embedded-") as log_dir,
+        serving(configs, Path(log_dir)) as servers,
+    ):
+        await anyio.sleep(1.0)
+        cpu_before = {}
+        for name, server in servers.items():
+            figures[name].rss_mib = server.rss_kib() / 1024
+            cpu_before[name] = server.cpu_s()
+        for fixture in fixtures:
+            for name, server in servers.items():
+                figures[name].results.append(result := await stream(server.url, fixture))
+                figures[name].audio_s += read_wav(fixture.path).duration_s
                 if verbose:
                     latency = "-" if result.latency_s is None else ms(result.latency_s)
-                    print(f"   {fixture.path.name:28} {latency:>5} ms  {result.finals} finals  {result.hypothesis}")
-                figures.audio_s += read_wav(fixture.path).duration_s
-            figures.cpu_s = server.cpu_s() - cpu_before
-            if capacity_file is not None:
-                figures.capacity = await capacity(server, capacity_file)
+                    print(
+                        f"   {name[:24]:24} {fixture.path.name:28} {latency:>5} ms  {result.finals} finals  "
+                        f"{result.hypothesis}",
+                        flush=True,
+                    )
+        for name, server in servers.items():
+            figures[name].cpu_s = server.cpu_s() - cpu_before[name]
+        if capacity_file is not None:
+            await capacity(servers, capacity_file, figures)
     return figures
 
 
-async def capacity(server: Server, fixture: Fixture) -> list[str]:
-    """N sessions starting together on the same long sentence: every final is wanted at the same moment."""
-    rows: list[str] = []
-    baseline: float | None = None
+async def capacity(servers: dict[str, Server], fixture: Fixture, figures: dict[str, Figures]) -> None:
+    """N sessions starting together on the same long sentence: every final is wanted at the same moment. Each
+    step runs on every server in turn before the next step."""
+    baseline: dict[str, float] = {}
+    done: set[str] = set()
     for n in CAPACITY_STEPS:
-        outcomes: list[Result | None] = []  # None: refused at connect (transcriber_busy, 1013)
+        for name, server in servers.items():
+            if name in done:
+                continue
+            outcomes: list[Result | None] = []  # None: refused at connect (transcriber_busy, 1013)
 
-        async def one(into: list[Result | None]) -> None:
-            try:
-                into.append(await stream(server.url, fixture))
-            except Exception:
-                into.append(None)
+            async def one(into: list[Result | None], url: str) -> None:
+                try:
+                    into.append(await stream(url, fixture))
+                except Exception:
+                    into.append(None)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(n):
-                tg.start_soon(one, outcomes)
-        results = [r for r in outcomes if r is not None]
-        got = [r.latency_s for r in results if r.latency_s is not None]
-        busy = outcomes.count(None) + sum(r.busy for r in results)
-        if not got:
-            rows.append(f"| {n} | 0/{n} | - | - | {busy} | - |")
-            break
-        p95 = pct(got, 0.95)
-        baseline = baseline or p95
-        rows.append(
-            f"| {n} | {len(got)}/{n} | {ms(statistics.median(got))} | {ms(p95)} | {busy} | {p95 / baseline:.2f} |"
-        )
-        print(rows[-1], flush=True)
-        if busy:
-            break
-    return rows
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(one, outcomes, server.url)
+            results = [r for r in outcomes if r is not None]
+            got = [r.latency_s for r in results if r.latency_s is not None]
+            busy = outcomes.count(None) + sum(r.busy for r in results)
+            rows = figures[name].capacity
+            if not got:
+                rows.append(f"| {n} | 0/{n} | - | - | {busy} | - |")
+                done.add(name)
+                continue
+            p95 = pct(got, 0.95)
+            baseline.setdefault(name, p95)
+            rows.append(
+                f"| {n} | {len(got)}/{n} | {ms(statistics.median(got))} | {ms(p95)} | {busy} | "
+                f"{p95 / baseline[name]:.2f} |"
+            )
+            print(f"   {name[:24]:24} {rows[-1]}", flush=True)
+            if busy:
+                done.add(name)
 
 
 def set_rows(name: str, figures: Figures) -> list[str]:
@@ -232,11 +268,8 @@ async def measure(quick: bool, only: list[str], verbose: bool = False, capacity_
         fixtures = [f for f in fixtures if not (f.set in seen or seen.add(f.set))]  # type: ignore[func-returns-value]
     long_sentences = [f for f in fixtures if not f.paused]
     capacity_file = None if quick or not capacity_steps else max(long_sentences, key=lambda f: f.speech_end_s)
-    configs = {k: v for k, v in CONFIGS.items() if not only or k in only}
-    results: dict[str, Figures] = {}
-    for name, env in configs.items():
-        print(f"-- {name}", flush=True)
-        results[name] = await measure_config(env, fixtures, capacity_file, verbose)
+    configs = {k: CONFIGS[k] for k in only} if only else dict(CONFIGS)
+    results = await measure_configs(configs, fixtures, capacity_file, verbose)
     lines = [
         "| engine | set | files | WER | end of speech -> final p50 ms | p95 ms | split by a 700 ms pause |",
         "|---|---|---|---|---|---|---|",
@@ -264,6 +297,18 @@ async def measure(quick: bool, only: list[str], verbose: bool = False, capacity_
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def source_of(commit: str) -> Iterator[Path]:
+    """The `presales_ws` package as it was at `commit`, in a temporary directory (put first on PYTHONPATH)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "presales_ws"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tempfile.TemporaryDirectory(prefix="presales-before-") as directory:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(directory, filter="data")
+        yield Path(directory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one fixture per set, no capacity; writes nothing")
@@ -271,12 +316,33 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="a line per fixture: latency, finals, words")
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity steps; writes nothing")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every server; writes nothing")
+    parser.add_argument(
+        "--before", action="append", default=[], help="also the engine at this commit (repeatable); writes nothing"
+    )
+    parser.add_argument(
+        "--variant", action="append", default=[], help="KEY=VALUE[,KEY=VALUE]: the default with these; writes nothing"
+    )
+    parser.add_argument("--steps", help="capacity steps, e.g. 1,8 (default: 1,2,4,...,16); writes nothing")
     args = parser.parse_args()
-    for name in CONFIGS:
-        CONFIGS[name] = {**CONFIGS[name], **dict(item.split("=", 1) for item in args.set)}
-    table = anyio.run(measure, args.quick, args.only, args.verbose, not args.no_capacity)
+    global CAPACITY_STEPS
+    if args.steps:
+        CAPACITY_STEPS = tuple(int(n) for n in args.steps.split(","))
+    comparing = bool(args.before or args.variant)
+    with contextlib.ExitStack() as stack:
+        if comparing and not args.only:
+            args.only = ["new (default)"]
+        for commit in reversed(args.before):
+            name = f"before ({commit})"
+            CONFIGS[name] = {"PYTHONPATH": str(stack.enter_context(source_of(commit)))}
+            args.only.insert(0, name)
+        for variant in args.variant:
+            CONFIGS[variant] = dict(item.split("=", 1) for item in variant.split(","))
+            args.only.append(variant)
+        for name in CONFIGS:
+            CONFIGS[name] = {**CONFIGS[name], **dict(item.split("=", 1) for item in args.set)}
+        table = anyio.run(measure, args.quick, args.only, args.verbose, not args.no_capacity)
     print(table)
-    if not (args.quick or args.only or args.no_capacity or args.set):
+    if not (args.quick or args.only or args.no_capacity or args.set or comparing or args.steps):
         write_section(
             "BENCHMARKS.md",
             "embedded-engines",

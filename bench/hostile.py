@@ -48,7 +48,9 @@ CLOSED_WAIT_S = 30.0  # how long any probe waits for the server to close a socke
 
 
 def server_env(**extra: str) -> dict[str, str]:
-    env = {"API_KEYS": KEY, "LOG_LEVEL": "info"}
+    # RESUME_WINDOW_S=0: a probe that vanishes ends its session at once (kept for a resume, it would stay in
+    # /health's count for a minute); parked sessions have their own tests (tests/test_resume.py).
+    env = {"API_KEYS": KEY, "LOG_LEVEL": "info", "RESUME_WINDOW_S": "0"}
     env.update(extra)
     return env
 

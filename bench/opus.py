@@ -152,10 +152,8 @@ def report(pcm: Side, opus: Side, decode_per_s: float, command: str) -> str:
         "server CPU per session. Decoding is the only work Opus adds, about 1% of what the session costs on "
         "the embedded engine (the Silero VAD and the decoders are the rest): the CPU difference between the two "
         "columns is this machine's noise, whichever way it falls. The upstream saving is the client's: 8x fewer "
-        "bytes from the browser. Deepgram is sent the decoded 16 kHz PCM, not the container (a reconnect replays "
-        "unfinalized audio on a new connection, which a WebM/Ogg stream cannot restart from the middle of, and "
-        "the pauses that ask for each final are found in decoded audio anyway): the server-to-Deepgram leg "
-        "stays at 256 kbit/s, for the decode cost above.",
+        "bytes from the browser. On Deepgram the container's bytes go up as they came, 8x fewer on that leg too "
+        "(the deepgram-container section); the service decodes them all the same, for the decode cost above.",
     ]
     return "\n".join(lines)
 

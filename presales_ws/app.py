@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -20,6 +21,7 @@ from presales_ws.config import ConfigError, Settings, load_settings
 from presales_ws.demo import demo_routes
 from presales_ws.health import health
 from presales_ws.logs import configure_logging, get_logger
+from presales_ws.resume.redis import SharedState
 from presales_ws.service import Service
 from presales_ws.session import SessionEndpoint
 from presales_ws.suggesters import create_suggester
@@ -68,7 +70,11 @@ def create_app(
     except (TranscriberUnavailable, SuggesterUnavailable) as exc:
         print(f"presales-ws: {exc}", file=sys.stderr)  # one plain line, whatever the log format
         raise SystemExit(2) from None
-    service = Service(settings, transcriber, AccessGate(settings), suggester)
+    shared = None
+    if settings.redis_url:
+        state_ttl_s = settings.resume_window_s + 2 * settings.heartbeat_interval_s  # a live session re-shares each ping
+        shared = SharedState(settings.redis_url, state_ttl_s=state_ttl_s)
+    service = Service(settings, transcriber, AccessGate(settings), suggester, shared=shared)
     if service.gate.open:
         log.warning("access.open", detail="API_KEYS is not set: anyone who can reach this server may open sessions")
     app = Starlette(
@@ -98,11 +104,17 @@ async def lifespan(service: Service, app: Starlette) -> AsyncIterator[None]:
         transcriber=transcriber.name,
         suggester=suggester.name if suggester else None,
     )
-    try:
-        yield
-    finally:
-        service.draining = True
-        if suggester is not None:
-            await suggester.aclose()
-        await transcriber.aclose()
-        log.info("service.stopped")
+    async with anyio.create_task_group() as background:
+        if service.shared is not None:  # REDIS_URL: the writer of shared state, the lease refresher, the probe
+            await background.start(service.shared.run)
+        try:
+            yield
+        finally:
+            service.draining = True
+            if suggester is not None:
+                await suggester.aclose()
+            await transcriber.aclose()
+            if service.shared is not None:
+                await service.shared.aclose()
+            background.cancel_scope.cancel()
+            log.info("service.stopped")

@@ -87,6 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_complete_ms: Annotated[int, Meta(ge=64, description="pause that ends a complete sentence")] = 160
     turn_unsure_ms: Annotated[int, Meta(description="pause that ends words with no sign either way")] = 800
     turn_incomplete_ms: Annotated[int, Meta(le=5000, description="pause words that go on may take")] = 1500
+    turn_decode_ahead_ms: Annotated[
+        int, Meta(ge=32, le=5000, description="embedded: pause at which words are read (<= TURN_COMPLETE_MS)")
+    ] = 96
 
     # --- sessions
     heartbeat_interval_s: Annotated[float, Meta(gt=0, description="server pings")] = 15.0
@@ -107,6 +110,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_factor: Annotated[float, Meta(ge=1, description="times real time (1 = real time)")] = 2.0
     rate_limit_burst_s: Annotated[float, Meta(ge=0.5, description="seconds of audio before the limit")] = 5.0
     drain_timeout_s: Annotated[float, Meta(ge=1, le=300, description="on SIGTERM, to flush finals")] = 20.0
+    # A session whose client vanished without `stop` is kept this long for a resume (docs/PROTOCOL.md, "Resume").
+    resume_window_s: Annotated[float, Meta(ge=0, le=3600, description="kept for a resume; 0: no resume")] = 60.0
+    redis_url: (
+        Annotated[str, Meta(pattern=r"^(rediss?|unix)://", description="shared resume state, per-key leases")] | None
+    ) = None
 
     # --- roles, CORS
     channel_roles: Annotated[tuple[Role, Role], Meta(description="roles of channel 0, channel 1")] = (
@@ -134,7 +142,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if shown[secret]:
                 shown[secret] = "***"
         shown["api_keys"] = f"<{len(self.api_keys)} keys>"
-        for url in ("deepgram_url", "suggester_url"):  # credentials in a URL (https://user:pass@host/)
+        for url in ("deepgram_url", "suggester_url", "redis_url"):  # credentials in a URL (https://user:pass@host/)
             if shown[url] and "@" in shown[url]:
                 scheme, _, rest = shown[url].partition("://")
                 shown[url] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

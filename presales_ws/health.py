@@ -25,6 +25,7 @@ class HealthReport(msgspec.Struct, omit_defaults=True):
     uptime_s: float
     sessions: int
     transcriber: TranscriberHealth
+    redis: Literal["ok", "down"] | None = None  # only with REDIS_URL; "down" still serves sessions (no resume)
     reason: str | None = None
 
 
@@ -44,6 +45,7 @@ def health_report(service: Service) -> HealthReport:
         uptime_s=round(time.monotonic() - service.started_at, 1),
         sessions=len(service.registry),
         transcriber=TranscriberHealth(transcriber.name, transcriber.ready, transcriber.open_streams),
+        redis=service.shared.health if service.shared is not None else None,
         reason=reason,
     )
 

@@ -19,10 +19,14 @@ class TokenBucket:
         self._tokens = capacity
         self._at = self._clock()
 
+    def grant(self, amount: float) -> None:
+        """Allow `amount` more at once, beyond the capacity (a resumed client resending what it recorded)."""
+        self._tokens += amount
+
     def available(self) -> float:
         """What a frame may hold now; refilled up to this instant."""
         now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._tokens = min(max(self.capacity, self._tokens), self._tokens + (now - self._at) * self.rate)
         self._at = now
         return self._tokens
 

@@ -50,6 +50,13 @@ class Outbox:
         self._items.append((payload, droppable))
         self._ready.set()
 
+    def requeue(self, payloads: list[bytes]) -> None:
+        """Put messages back in front, in their order (finals a broken connection may have lost)."""
+        for payload in reversed(payloads):
+            self._items.appendleft((payload, False))
+        if payloads:
+            self._ready.set()
+
     def close(self, code: int, reason: str = "") -> None:
         """Send what is queued, then close; later messages are discarded. The first close wins."""
         if self._closing:

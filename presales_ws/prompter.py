@@ -154,6 +154,12 @@ class Prompter:
             for lookup in list(self.pending):
                 await lookup.done.wait()
 
+    def ask_again(self, question: Question) -> None:
+        """A question another instance had not answered when it went away (a resumed session): answer it here."""
+        lookup = self._start(question.text, list(self.context), speculative=False)
+        lookup.confirm(question)
+        self.pending.add(lookup)
+
     # --- when to ask ---------------------------------------------------------------------------------------
 
     def _speculate(self, utterance: Utterance, reading: str, worth_asking: bool) -> None:

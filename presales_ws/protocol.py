@@ -34,6 +34,7 @@ class CloseCode(enum.IntEnum):
     UNAUTHORIZED = 4401  # no API key, or not a valid one (nothing was read)
     FORBIDDEN = 4403  # a browser origin not on ALLOWED_ORIGINS (nothing was read)
     IDLE_TIMEOUT = 4408  # nothing from the client (audio, pong, anything) for HEARTBEAT_TIMEOUT_S
+    SUPERSEDED = 4409  # another connection resumed this session with its token: it goes on there
     SESSION_TOO_LONG = 4410  # MAX_SESSION_S reached: finals flushed; reconnect to go on
     RATE_LIMITED = 4429  # kept flooding audio faster than real time, or too many sessions for this key
     CLIENT_TOO_SLOW = 4499  # the client stopped reading and even final transcripts backed up
@@ -63,6 +64,7 @@ ErrorCode = Literal[
     "transcriber_auth",  # the transcription provider refused our credentials (then close 1011)
     "transcriber_failed",  # the transcriber could not transcribe some audio
     "internal",  # a bug on our side (then close 1011)
+    "superseded",  # another connection resumed this session (then close 4409)
 ]
 
 # --- client -> server ----------------------------------------------------------------------------------------
@@ -170,6 +172,11 @@ class Status(msgspec.Struct, tag="status", tag_field="type", omit_defaults=True)
     channel_roles: list[Role] | None = None
     roles: dict[str, Role] | None = None
     reason: str | None = None
+    # `ready` only: the token that resumes this session after a broken connection, whether this connection
+    # resumed one, and the seconds of session audio (per channel) the server has: resend from there.
+    resume_token: str | None = None
+    resumed: bool | None = None
+    received_s: float | None = None
 
 
 ServerMessage = Transcript | Suggestion | Error | Status | Ping | Pong
@@ -183,6 +190,8 @@ class SessionParams(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
     encoding: Encoding = "linear16"
     language: Literal["en"] = "en"
     channel_roles: str | None = None
+    resume: str | None = None  # a `ready`'s resume_token: go on with that session
+    finals_end: str | None = None  # with `resume`: end of the last final received, per channel ("12.3,11.8")
 
     def __post_init__(self) -> None:
         if self.sample_rate not in SAMPLE_RATES_HZ:

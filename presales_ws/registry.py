@@ -19,6 +19,10 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     drain: anyio.Event = msgspec.field(default_factory=anyio.Event)  # set: finish and close with 1012
 
 
+def new_session_id() -> str:
+    return "s_" + secrets.token_urlsafe(12)
+
+
 class SessionRegistry:
     """Tracks sessions by a unique id; entries are removed by the session's own cleanup, whatever ends it."""
 
@@ -38,10 +42,11 @@ class SessionRegistry:
     def count_for_key(self, key_id: str | None) -> int:
         return sum(1 for info in self._sessions.values() if info.key_id == key_id)
 
-    def add(self, client: str, channels: int, key_id: str | None = None) -> SessionInfo:
-        session_id = "s_" + secrets.token_urlsafe(12)
+    def add(self, client: str, channels: int, key_id: str | None = None, session_id: str | None = None) -> SessionInfo:
+        """Register a session; `session_id` is given for a session resumed from another instance."""
+        session_id = session_id or new_session_id()
         while session_id in self._sessions:
-            session_id = "s_" + secrets.token_urlsafe(12)
+            session_id = new_session_id()
         info = SessionInfo(
             session_id=session_id, client=client, started_at=time.monotonic(), channels=channels, key_id=key_id
         )

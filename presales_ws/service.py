@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
 from presales_ws.access import AccessGate
 from presales_ws.config import Settings
 from presales_ws.registry import SessionRegistry
+from presales_ws.resume.memory import LocalSessions
+from presales_ws.resume.redis import SharedState
 from presales_ws.suggesters.base import Suggester
 from presales_ws.transcribers.base import Transcriber
 
@@ -21,6 +24,8 @@ class Service:
     gate: AccessGate
     suggester: Suggester | None = None
     registry: SessionRegistry = field(default_factory=SessionRegistry)
+    local_sessions: LocalSessions[Any] = field(default_factory=LocalSessions)  # by resume token digest
+    shared: SharedState | None = None  # REDIS_URL: resume across instances, per-key leases
     started_at: float = field(default_factory=time.monotonic)
     draining: bool = False
 

@@ -57,6 +57,17 @@ class SpeakerTracker:
         """Every diarized speaker seen so far, by str(speaker id); what the session announces."""
         return {str(sid): self._role(sid) for sid in self._questions}
 
+    @property
+    def evidence(self) -> dict[int, int]:
+        """Questions asked by each diarized speaker: what another instance needs to go on labelling."""
+        return dict(self._questions)
+
+    def restore(self, evidence: dict[int, int]) -> None:
+        """Take up another instance's evidence (a session resumed here after that instance went away)."""
+        self._questions = dict(evidence)
+        if self._questions:
+            self._score()
+
     def attribute(self, channel: int, speaker_id: int | None) -> Attribution:
         """The role to put on an utterance (interim or final) from this channel and speaker."""
         if self._channels == 2:

@@ -87,7 +87,13 @@ class LiveServer:
 
 def make_settings(**overrides: object) -> Settings:
     # Tests stream fixtures faster than real time: the rate limit has its own tests at its defaults.
-    base: dict[str, object] = {"log_format": "console", "log_level": "warning", "rate_limit_factor": 100.0}
+    # No resume unless a test asks: the tests of vanishing clients expect their session gone at once.
+    base: dict[str, object] = {
+        "log_format": "console",
+        "log_level": "warning",
+        "rate_limit_factor": 100.0,
+        "resume_window_s": 0.0,
+    }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

@@ -36,6 +36,10 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event
 
+from presales_ws.audio import AudioFormat
+from presales_ws.audio_input import OpusInput
+from presales_ws.containers import WEBM_MAGIC
+
 FIXTURES = Path(__file__).parent / "fixtures"
 FINGERPRINT_SAMPLES = 800
 REGION_GAP_S = 0.3  # zeros that separate two speech regions
@@ -57,9 +61,12 @@ class Script:
     sample_rate: int = 16000
 
     @classmethod
-    def from_regions(cls, pcm: bytes, texts: list[str], speaker: int = 0, rate: int = 16000) -> Script:
-        """A mono recording whose speech regions (runs of non-zero samples) say `texts`, in order."""
-        track = np.frombuffer(pcm, dtype="<i2")
+    def from_regions(
+        cls, pcm: bytes, texts: list[str], speaker: int = 0, rate: int = 16000, *, noise_floor: int = 0
+    ) -> Script:
+        """A mono recording whose speech regions (runs of non-zero samples) say `texts`, in order; samples
+        within `noise_floor` of zero count as silence (as `Plan.noise_floor` makes the server hear them)."""
+        track = squelch(np.frombuffer(pcm, dtype="<i2"), noise_floor)
         nonzero = np.flatnonzero(track)
         starts = [int(nonzero[0])]
         ends = []
@@ -108,6 +115,13 @@ class Script:
         return next((u for u in self.utterances if u.fingerprint == fingerprint), None)
 
 
+def squelch(samples: np.ndarray, noise_floor: int) -> np.ndarray:
+    """Samples within `noise_floor` of zero made zero: decoded Opus has no digital silence between words."""
+    return (
+        np.where(np.abs(samples.astype(np.int32)) <= noise_floor, 0, samples).astype("<i2") if noise_floor else samples
+    )
+
+
 @dataclass
 class Plan:
     """Misbehaviour by connection attempt (0, 1, 2, ... in arrival order, refused handshakes included)."""
@@ -118,6 +132,7 @@ class Plan:
     delay_s: float = 0.0  # every outgoing message waits this long
     never_final: bool = False  # finals only in answer to Finalize / CloseStream
     idle_timeout_s: float = 10.0  # Deepgram's NET-0001: no audio and no KeepAlive for this long
+    noise_floor: int = 0  # samples within this of zero are heard as silence (Script.from_regions's)
 
 
 @dataclass
@@ -211,8 +226,12 @@ class _Session:
         self.fake, self.ws, self.record = fake, ws, record
         q = record.query
         self.rate = int(q.get("sample_rate", "16000"))
-        self.channels = int(q.get("channels", "1"))
         self.multichannel = q.get("multichannel") == "true"
+        # No `encoding`: containerized audio, as Deepgram reads it; decoded here to 16 kHz PCM (as the service
+        # decodes it, so the fingerprints match). Its channel count is the container's: two when multichannel.
+        self.container: OpusInput | None = None
+        self.containerized = "encoding" not in q
+        self.channels = int(q.get("channels", "2" if self.containerized and self.multichannel else "1"))
         self.tracks = [_Channel() for _ in range(self.channels if self.multichannel else 1)]
         self.diarize = q.get("diarize") == "true"
         endpointing = q.get("endpointing", "300")
@@ -324,7 +343,12 @@ class _Session:
     # --- incoming ---------------------------------------------------------------------------------------------
 
     async def audio(self, data: bytes) -> None:
-        samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+        if self.containerized:
+            if self.container is None:
+                encoding = "webm-opus" if data.startswith(WEBM_MAGIC) else "ogg-opus"
+                self.container = OpusInput(encoding, AudioFormat(self.rate, self.channels))
+            data = self.container.feed(data).pcm
+        samples = squelch(np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2"), self.fake.plan.noise_floor)
         frames = samples.reshape(-1, self.channels)
         if self.multichannel:
             per_track = [frames[:, c] for c in range(self.channels)]

@@ -19,6 +19,7 @@ from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwrigh
 from presales_ws.client.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
+from tests.tcp_proxy import ThreadedProxy
 from tests.test_suggestions_e2e import SAMPLE_KB
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -223,6 +224,41 @@ def test_a_dropped_connection_is_announced_and_the_page_reconnects(server: LiveS
             stop_and_wait_closed(page)
         finally:
             context.close()
+
+
+def test_a_connection_cut_mid_sentence_resumes_the_same_session(tmp_path: Path) -> None:
+    # The page and its socket go through a proxy (the page's origin is then the proxy's: same origin as the socket).
+    live = LiveServer(make_settings(resume_window_s=30.0, heartbeat_interval_s=1.0, heartbeat_timeout_s=10.0)).start()
+    proxy = ThreadedProxy(live.port)
+    try:
+        with sync_playwright() as playwright:
+            context = launch(playwright, tmp_path)
+            try:
+                page = context.new_page()
+                page.goto(f"http://127.0.0.1:{proxy.port}/demo")
+                page.evaluate(
+                    "window.statuses = []; new MutationObserver(() => window.statuses.push("
+                    "document.getElementById('status').className)).observe(document.getElementById('status'),"
+                    " {attributes: true, childList: true, subtree: true, characterData: true})"
+                )
+                page.click("#start")
+                page.wait_for_selector("#transcript .line.interim", timeout=20_000)  # mid-sentence
+                proxy.cut()
+                resumed = (
+                    "[...document.querySelectorAll('#transcript .marker')]"
+                    ".some(m => m.textContent.startsWith('resumed'))"
+                )
+                page.wait_for_function(resumed, timeout=20_000)
+                lines, _ = wait_for_finals(page, {"0"})
+                assert len(lines) == 1, lines  # the sentence once: nothing lost, nothing twice
+                assert "pill reconnecting" in page.evaluate("window.statuses")
+                stop_and_wait_closed(page)
+                assert page.inner_text("#errors") == ""
+            finally:
+                context.close()
+    finally:
+        proxy.close()
+        live.stop()
 
 
 def test_a_streamed_answer_is_written_into_one_card_in_place(tmp_path: Path) -> None:

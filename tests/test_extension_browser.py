@@ -24,9 +24,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -48,6 +50,7 @@ from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Status, Stop, Suggestion, decode_client_message, encode
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
+from tests.tcp_proxy import ThreadedProxy
 from tests.test_suggestions_e2e import SAMPLE_KB
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,6 +303,7 @@ def server() -> Iterator[LiveServer]:
             knowledge_base=str(SAMPLE_KB),
             heartbeat_interval_s=1.0,
             heartbeat_timeout_s=10.0,
+            resume_window_s=30.0,  # a dropped connection's session waits for the extension to resume it
         )
     ).start()
     yield live
@@ -358,7 +362,7 @@ def test_the_capture_code_in_the_extension_is_the_demos() -> None:
         [str(EXTENSION / "sync-capture.sh"), "--check"], capture_output=True, text=True, timeout=10, check=False
     )
     assert result.returncode == 0, result.stderr
-    for name in ("capture.js", "capture-worklet.js"):
+    for name in ("capture.js", "capture-worklet.js", "resend.js"):
         assert (EXTENSION / "lib" / name).read_bytes() == (ROOT / "presales_ws" / "static" / name).read_bytes()
 
 
@@ -409,7 +413,7 @@ def test_the_side_panel_shows_the_microphone_as_consultant_and_the_tab_as_custom
     assert server.wait_until(lambda: len(server.service.registry) == 0)
 
 
-def test_a_dropped_connection_reconnects_and_the_transcript_stays_on_screen(
+def test_a_drained_session_that_cannot_be_resumed_goes_on_in_a_new_one_on_the_same_screen(
     chromium: Chromium, server: LiveServer
 ) -> None:
     chromium.set_options(EXTENSION_ID, server_url=server.ws_url, key=KEY, tab_audio=True)
@@ -420,18 +424,20 @@ def test_a_dropped_connection_reconnects_and_the_transcript_stays_on_screen(
         chromium.customer_speaks()
         (before,) = panel.wait_for_final("1", TAB_FIXTURE)
 
-        # A deploy: the session gets its finals and close 1012; new sessions are refused until it is over.
+        # A deploy: the session gets its finals and close 1012; new sessions are refused until it is over. One
+        # instance without Redis keeps nothing of a drained session: its token gets a new one (`resumed: false`).
         assert server.call(server.service.drain).result(timeout=30) == 0
         panel.wait_for("document.getElementById('transcript').textContent.includes('connection lost (close 1012')")
         server.service.draining = False
-        panel.wait_for("document.getElementById('transcript').textContent.includes('reconnected (session')")
+        panel.wait_for("document.getElementById('transcript').textContent.includes('reconnected (new session')")
         assert panel.text("status").startswith("live")
         assert before in panel.finals()  # nothing on screen was lost
 
         chromium.customer_speaks()  # heard on the new session, shown after the reconnection
         panel.wait_for_final("1", TAB_FIXTURE, count=2)
         lines = panel.lines()
-        marker = max(i for i, (cls, text) in enumerate(lines) if "marker" in cls and text.startswith("reconnected"))
+        markers = [i for i, (cls, text) in enumerate(lines) if "marker" in cls and text.startswith("reconnected (new")]
+        marker = max(markers)
         assert any(cls == "line final customer" for cls, _ in lines[marker + 1 :]), lines
 
         panel.evaluate("document.getElementById('stop').click()")
@@ -440,6 +446,80 @@ def test_a_dropped_connection_reconnects_and_the_transcript_stays_on_screen(
         server.service.draining = False
         chromium.stop_any_call(EXTENSION_ID)
     assert server.wait_until(lambda: len(server.service.registry) == 0)
+
+
+def test_a_connection_cut_mid_sentence_resumes_the_same_session_and_every_final_arrives_once(
+    chromium: Chromium, server: LiveServer
+) -> None:
+    # The extension's socket goes through a proxy that resets it (a dropped Wi-Fi: no close frame on either side).
+    proxy = ThreadedProxy(server.port)
+    chromium.set_options(EXTENSION_ID, server_url=f"ws://127.0.0.1:{proxy.port}/ws/session", key=KEY, tab_audio=True)
+    try:
+        panel = open_side_panel_recording_sessions(chromium)
+        panel.evaluate("document.getElementById('start').click()")
+        panel.wait_for("document.getElementById('status').textContent.startsWith('live')")
+
+        # The customer's sentence is cut while it is being heard, and the network stays down (connections to
+        # the proxy are refused) until the sentence is over: the rest of it reaches the server only as audio the
+        # extension kept and sends again on the same session.
+        chromium.call_page.click("#play")
+        panel.wait_for("document.querySelector('#transcript .line.interim[data-channel=\"1\"]') !== null")
+        proxy.retarget(closed_port())
+        proxy.cut()
+        chromium.call_page.wait_for_function("document.getElementById('customer').ended", timeout=WAIT_S * 1000)
+        panel.wait_for("document.getElementById('status').className.includes('reconnecting')")
+        proxy.retarget(server.port)
+        panel.wait_for("document.getElementById('transcript').textContent.includes('resumed (same session')")
+        assert panel.text("status").startswith("live")
+        (during,) = panel.wait_for_final("1", TAB_FIXTURE)
+
+        chromium.customer_speaks()  # and the call carries on in the same transcript
+        assert panel.wait_for_final("1", TAB_FIXTURE, count=2)[0] == during
+        lines = panel.lines()
+        marker = next(i for i, (cls, text) in enumerate(lines) if "marker" in cls and text.startswith("resumed"))
+        assert any(cls == "line final customer" for cls, _ in lines[marker + 1 :]), lines
+
+        panel.evaluate("document.getElementById('stop').click()")
+        panel.wait_for("document.getElementById('status').textContent === 'closed'")
+        assert panel.text("errors") == ""
+        # Every final exactly once: each stretch of audio heard once per channel, each play of the sentence once.
+        received: list[list[Any]] = panel.evaluate("window.finals")
+        for channel in (0, 1):
+            spans = sorted((start, end) for c, start, end, _ in received if c == channel)
+            assert all(end <= later + 0.01 for (_, end), (later, _) in itertools.pairwise(spans)), received
+        assert len(panel.finals()) == len(received), (panel.finals(), received)
+        assert len(panel.wait_for_final("1", TAB_FIXTURE, count=2)) == 2, received
+        assert len(panel.wait_for_final("0", MICROPHONE_FIXTURE)) == 1, received  # spoken over the cut as well
+        sessions = panel.evaluate("window.sessions")
+        assert len(sessions) >= 2 and set(sessions) == {sessions[0]}, sessions  # one session_id, before and after
+        assert "reconnecting" in panel.evaluate("window.phases")
+        assert not any(text.startswith("reconnected (new session") for _, text in lines), lines
+    finally:
+        chromium.stop_any_call(EXTENSION_ID)
+        proxy.close()
+    assert server.wait_until(lambda: len(server.service.registry) == 0)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def open_side_panel_recording_sessions(chromium: Chromium) -> ExtensionView:
+    """The side panel, noting what the extension broadcasts: each phase, each `ready`'s session_id, and each
+    non-empty final as [channel, start, end, text]."""
+    panel = chromium.open_side_panel(EXTENSION_ID)
+    panel.evaluate(
+        "window.sessions = []; window.phases = []; window.finals = []; chrome.runtime.onMessage.addListener((m) => {"
+        " const e = m.event; if (e?.type === 'transcript' && e.message.is_final && e.message.text)"
+        " window.finals.push([e.message.channel, e.message.start, e.message.end, e.message.text]);"
+        " if (e?.type !== 'phase') return; window.phases.push(e.phase);"
+        " if (e.session) window.sessions.push(e.session); }), true"
+    )
+    return panel
 
 
 def test_a_foreign_extension_is_refused_and_does_not_retry(chromium: Chromium, server: LiveServer) -> None:

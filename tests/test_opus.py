@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
 
 import anyio
-import numpy as np
 import pytest
 
-from presales_ws.audio import AudioFormat
-from presales_ws.audio_input import OpusInput
 from presales_ws.client import connect
 from presales_ws.protocol import Error, ServerMessage, Status
 from tests.conftest import LiveServer, make_settings
-from tests.deepgram_server import FakeDeepgram, Script
 from tests.support import FIXTURES, MANIFEST, final_text, finals, reference_text, word_error_rate
 
 pytestmark = pytest.mark.anyio
@@ -38,6 +34,7 @@ async def stream_container(
     channels: int = 1,
     mode: Literal["binary", "base64"] = "binary",
     speed: float | None = 8.0,
+    before_audio: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[ServerMessage], int | None]:
     """Send a recording's pieces (each CHUNK_BYTES of ~250 ms, paced at `speed` x), `stop`, read to the close."""
     messages: list[ServerMessage] = []
@@ -46,6 +43,8 @@ async def stream_container(
             messages.append(session.ready)
 
             async def sender() -> None:
+                if before_audio is not None:
+                    await before_audio()
                 for chunk in chunks:
                     if speed:
                         await anyio.sleep(0.25 / speed)
@@ -131,24 +130,3 @@ async def test_the_rate_limit_counts_seconds_of_audio_not_compressed_bytes() -> 
     finally:
         limited.stop()
     assert "rate_limited" in {e.code for e in errors(messages)}
-
-
-async def test_opus_through_deepgram_reaches_it_as_the_decoded_pcm_of_the_recording() -> None:
-    """Deepgram gets 16 kHz linear16, the recording decoded: its reconnect replay, and the VAD that asks for
-    each final, work on PCM (docs/PROTOCOL.md, "Compressed audio")."""
-    text = MANIFEST["sso_question_gb.wav"]["utterances"][0]["text"]
-    data = container("sso_question_gb", "webm")
-    decoded = OpusInput("webm-opus", AudioFormat(16000, 1)).feed(data).pcm
-    with FakeDeepgram(Script.from_regions(decoded, [text]), api_key=DEEPGRAM_KEY) as fake:
-        settings = make_settings(deepgram_api_key=DEEPGRAM_KEY, deepgram_url=fake.url, deepgram_endpointing_ms=500)
-        deepgram_server = LiveServer(settings).start()
-        try:
-            messages, close_code = await stream_container(deepgram_server.ws_url, pieces(data), "webm-opus")
-        finally:
-            deepgram_server.stop()
-        assert close_code == 1000 and errors(messages) == []
-        assert [f.text for f in finals(messages)] == [text]
-        connection = fake.connections[0]
-        assert connection.query["encoding"] == "linear16" and connection.query["sample_rate"] == "16000"
-        received = np.frombuffer(bytes(connection.audio), dtype="<i2")
-        assert received.tobytes() == decoded  # every sample of the recording, decoded, once

@@ -61,10 +61,12 @@ async def test_a_consultant_asking_a_known_question_gets_no_suggestion(kb_server
 
 
 async def test_in_a_mono_call_an_unknown_speakers_question_is_answered_and_flagged(kb_server: LiveServer) -> None:
-    messages, _ = await transcribe_file(kb_server.ws_url, "sso_question_us.wav", speed=4.0)
+    # Not the Okta question: Moonshine hears espeak's "Okta" as a name the entry lacks ("Harkter", "Hector"),
+    # or, with luck, as "actor"; a misheard name sinks the answer (issue 12), which is not what this tests.
+    messages, _ = await transcribe_file(kb_server.ws_url, "rate_limits_question_gb.wav", speed=4.0)
     (suggestion,) = [m for m in messages if isinstance(m, Suggestion)]
     assert suggestion.speaker == "unknown"
-    assert suggestion.response == answer_to("Does your platform support single sign-on with Okta?")
+    assert suggestion.response == answer_to("What are the rate limits for your public API?")
 
 
 async def test_unknown_speakers_can_be_left_unanswered() -> None:

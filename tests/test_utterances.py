@@ -205,3 +205,57 @@ def test_a_final_closed_before_any_words_were_read_is_cut_where_they_end_the_tur
     assert not any(p.cuts for p in pieces)
     fragment = segmenter.split(merged, {a.key: TurnCue.INCOMPLETE for a in aheads})
     assert len(fragment) == 1 and not fragment[0].cuts  # words that go on: one utterance, as it closed
+
+
+EARLY_POLICY = TurnPolicy(complete_ms=160, unsure_ms=500, incomplete_ms=1500, read_ahead_ms=96)
+
+
+def cued_at(pattern: str, cue: TurnCue, *, lag_windows: int, **kwargs: object) -> list[tuple[int, Decode]]:
+    """As `cued`, with the window each decode was asked for at."""
+    probabilities = iter(1.0 if c == "s" else 0.0 for c in pattern)
+    segmenter = UtteranceSegmenter(lambda _: next(probabilities), **kwargs)  # type: ignore[arg-type]
+    decodes: list[tuple[int, Decode]] = []
+    for index in range(len(pattern)):
+        decodes += [(index, d) for d in segmenter.feed(np.full(WINDOW_SAMPLES, index, dtype=np.float32))]
+        decodes += [
+            (index, d)
+            for i, a in decodes
+            if a.speculative and i + lag_windows == index
+            for d in segmenter.cue(a.key, cue)
+        ]
+    return decodes
+
+
+def test_words_read_early_in_the_pause_end_a_complete_sentence_once_the_pause_is_long_enough() -> None:
+    # Decoded 96 ms (3 windows) into the pause; the words come back a window later, before the 160 ms (5
+    # windows) a complete sentence needs: the final waits for the fifth window, and is the decode-ahead's audio.
+    decodes = cued_at("." * 10 + "s" * 30 + "." * 40, TurnCue.COMPLETE, lag_windows=1, policy=EARLY_POLICY)
+    (asked, ahead), (closed, final) = [(i, d) for i, d in decodes if d.speculative or d.is_final]
+    assert asked == 40 + 2 and max(windows_of(ahead)) == 40 + 2  # the third silent window
+    assert closed == 40 + 4 and final.key == ahead.key  # the fifth: no second decode
+    # Words that come back after the 160 ms end the sentence at once.
+    late = cued_at("." * 10 + "s" * 30 + "." * 40, TurnCue.COMPLETE, lag_windows=4, policy=EARLY_POLICY)
+    [(closed, final)] = [(i, d) for i, d in late if d.is_final]
+    assert closed == 40 + 2 + 4 and final.key == ahead.key
+
+
+def test_a_pause_shorter_than_the_complete_wait_does_not_end_a_sentence_read_early() -> None:
+    pattern = "." * 10 + "s" * 30 + "." * 4 + "s" * 30 + "." * 40  # 128 ms: decoded at 96, ends at 160
+    decodes = cued_at(pattern, TurnCue.COMPLETE, lag_windows=1, policy=EARLY_POLICY, interim_interval_ms=10_000)
+    finals = [d for _, d in decodes if d.is_final]
+    assert len(finals) == 1 and {10, 39, 44, 73} <= set(windows_of(finals[0]))
+    prompt = cued(pattern, TurnCue.COMPLETE, lag_windows=30, policy=EARLY_POLICY, interim_interval_ms=10_000)
+    assert [windows_of(d) for d in prompt if d.is_final] == [windows_of(f) for f in finals]  # late words too
+
+
+def test_audio_that_ends_in_a_read_pause_is_final_with_the_words_already_read() -> None:
+    # A client stops 320 ms into a pause whose words go on: the final is the decode-ahead's audio, whose words
+    # are already decoded, not the speech plus every window of silence (a second decode of the same words).
+    probabilities = iter([0.0] * 10 + [1.0] * 30 + [0.0] * 10)
+    segmenter = UtteranceSegmenter(lambda _: next(probabilities), policy=EARLY_POLICY, interim_interval_ms=10_000)
+    decodes = [d for i in range(50) for d in segmenter.feed(np.full(WINDOW_SAMPLES, i, dtype=np.float32))]
+    [ahead] = decodes
+    assert segmenter.cue(ahead.key, TurnCue.INCOMPLETE) == []
+    [final] = segmenter.flush()
+    assert final.is_final and final.key == ahead.key and not final.cuts
+    assert segmenter.flush() == []

@@ -1,12 +1,15 @@
 // The demo page's UI: one live session on /ws/session, fed by capture.js. Capture knows nothing of the
 // socket or the page; this file knows nothing of audio beyond "an ArrayBuffer every 20 ms".
 
-import { AudioCapture, FRAME_MS, TARGET_SAMPLE_RATE_HZ, openMicrophone, openTabAudio } from "./capture.js";
+import { AudioCapture, TARGET_SAMPLE_RATE_HZ, openMicrophone, openTabAudio } from "./capture.js";
+import { ResendBuffer } from "./resend.js";
 
 const SUBPROTOCOL = "presales.v1";
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 8000;
-const MAX_BUFFERED_FRAMES = 4000 / FRAME_MS; // audio kept while reconnecting: 4 s, inside the server's 5 s burst
+// A new session (one that could not be resumed) takes this much of the audio kept: 4 s, inside the server's 5 s
+// burst. A resumed one takes all the server lacks (up to resend.js's 30 s): the server allows that resend.
+const MAX_NEW_SESSION_BACKLOG_S = 4;
 const STOP_TIMEOUT_MS = 35000; // the server gives its transcriber 30 s to return the last finals
 const MAX_ERRORS_SHOWN = 20;
 const OPUS_MIME = "audio/webm;codecs=opus"; // what Chrome's MediaRecorder writes
@@ -19,6 +22,7 @@ const FATAL_CLOSES = new Map([
   [4401, "the API key is missing or not valid"],
   [4403, "this page's origin may not open sessions"],
   [4429, "too much audio, or too many sessions for this key"],
+  [4409, "another connection (a tab, a window) resumed this session"],
 ]);
 const CHANNEL_NAMES = [["microphone"], ["microphone (consultant)", "tab audio (customer)"]];
 
@@ -212,8 +216,10 @@ class LiveSession {
     this.ended = false;
     this.attempt = 0;
     this.reconnectTimer = null;
-    this.backlog = [];
-    this.dropped = 0;
+    this.resend = null; // audio not yet covered by a final (resend.js)
+    this.resumeToken = null;
+    this.finalsEnd = [];
+    this.sessionId = null;
     this.closedPromise = null;
     this.resolveClosed = null;
     this.allFinals = false;
@@ -231,6 +237,7 @@ class LiveSession {
       }
     }
     this.channels = streams.length;
+    this.resend = new ResendBuffer(TARGET_SAMPLE_RATE_HZ, this.channels);
     this.page.showMeters(CHANNEL_NAMES[this.channels - 1]);
     this.capture = await AudioCapture.start(streams, {
       onFrame: (pcm) => this.compressed || this.sendAudio(pcm),
@@ -268,6 +275,13 @@ class LiveSession {
     url.searchParams.set("sample_rate", String(TARGET_SAMPLE_RATE_HZ));
     url.searchParams.set("channels", String(this.channels));
     if (this.compressed) url.searchParams.set("encoding", "webm-opus");
+    if (this.resumeToken && !this.compressed) {
+      // The same session, if the server still has it: it says how much audio it holds (`received_s`). A recording
+      // (WebM/Opus) cannot be taken up mid-stream: it starts a new session instead.
+      url.searchParams.set("resume", this.resumeToken);
+      const ends = Array.from({ length: this.channels }, (_, channel) => (this.finalsEnd[channel] ?? 0).toFixed(3));
+      url.searchParams.set("finals_end", ends.join(","));
+    }
     // Browsers cannot set headers on a WebSocket: the key rides as a second subprotocol (never echoed back).
     const protocols = this.key ? [SUBPROTOCOL, `key.${this.key}`] : [SUBPROTOCOL];
     this.page.setStatus(this.attempt ? "reconnecting" : "connecting", this.attempt ? "reconnecting…" : "connecting…");
@@ -281,15 +295,8 @@ class LiveSession {
 
   sendAudio(pcm) {
     if (this.ended) return;
-    if (this.ready && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(pcm);
-      return;
-    }
-    this.backlog.push(pcm); // until `ready`, or while reconnecting
-    if (this.backlog.length > MAX_BUFFERED_FRAMES) {
-      this.backlog.shift();
-      this.dropped += 1;
-    }
+    this.resend.sent(pcm); // kept until a final covers it: resent after a broken connection
+    if (this.ready && this.ws.readyState === WebSocket.OPEN) this.ws.send(pcm);
   }
 
   send(message) {
@@ -307,6 +314,10 @@ class LiveSession {
     }
     switch (message.type) {
       case "transcript":
+        if (message.is_final) {
+          this.finalsEnd[message.channel] = Math.max(message.end, this.finalsEnd[message.channel] ?? 0);
+          this.resend.final(message.channel, message.end);
+        }
         this.page.transcript.show(message);
         break;
       case "ping":
@@ -334,12 +345,20 @@ class LiveSession {
       this.attempt = 0;
       const channels = message.channels === 2 ? "2 channels" : "1 channel";
       this.page.setStatus("live", `live: ${message.transcriber}, ${channels}`);
-      if (reconnected) this.page.transcript.marker(`reconnected (session ${message.session_id})`);
-      this.page.say(this.dropped ? `reconnected; ${(this.dropped * FRAME_MS) / 1000} s of audio were lost` : "");
-      this.dropped = 0;
-      const backlog = this.backlog;
-      this.backlog = [];
-      for (const pcm of backlog) this.ws.send(pcm);
+      let from = message.received_s ?? 0;
+      if (reconnected && message.resumed) {
+        this.page.transcript.marker(`resumed (same session ${message.session_id}): nothing lost`);
+      } else if (reconnected || this.sessionId !== null) {
+        // A new session: the old one's words in flight are gone; its recent audio starts this one.
+        this.page.transcript.marker(`reconnected (new session ${message.session_id})`);
+        this.finalsEnd = [];
+        this.resend.restart(MAX_NEW_SESSION_BACKLOG_S);
+        from = 0;
+      }
+      this.page.say("");
+      this.sessionId = message.session_id;
+      this.resumeToken = message.resume_token ?? null;
+      for (const pcm of this.resend.since(from)) this.ws.send(pcm);
       if (this.stopping) this.send({ type: "stop" });
       else if (this.compressed) this.startRecorder();
     } else if (message.state === "closed") {
@@ -374,7 +393,7 @@ class LiveSession {
     const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (this.attempt - 1));
     const delay = event.code === 1012 && this.attempt === 1 ? 0 : backoff * (0.5 + Math.random() / 2);
     this.page.setStatus("reconnecting", `disconnected (${why})`);
-    this.page.say(`connection lost (close ${why}); reconnecting in ${(delay / 1000).toFixed(1)} s, attempt ${this.attempt}; audio is kept for ${MAX_BUFFERED_FRAMES * FRAME_MS / 1000} s`);
+    this.page.say(`connection lost (close ${why}); reconnecting in ${(delay / 1000).toFixed(1)} s, attempt ${this.attempt}; audio is kept`);
     this.page.transcript.marker(`connection lost (close ${why})`);
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
@@ -393,7 +412,7 @@ class LiveSession {
       this.send({ type: "stop" });
     } else if (this.reconnectTimer !== null) {
       clearTimeout(this.reconnectTimer);
-      this.connect(); // `stop` follows the backlog once the new session is ready
+      this.connect(); // `stop` follows the resent audio once the session is ready again
     }
     const timedOut = await Promise.race([
       this.closedPromise.then(() => false),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import msgspec
@@ -84,6 +84,15 @@ class TranscriberStream(Protocol):
 
     def events(self) -> AsyncIterator[TranscriberEvent]:
         """Transcript, status and failure events, in order per channel, until the stream ends."""
+
+
+@runtime_checkable
+class ContainerReader(Protocol):
+    """A stream whose provider decodes WebM/Ogg itself (Deepgram): a container session hands it the client's
+    bytes as well as their PCM (`send_container` instead of `send`)."""
+
+    async def send_container(self, pcm: bytes, original: bytes | None) -> None:
+        """The frame's decoded PCM, and its bytes as sent; None when they did not parse whole."""
 
 
 class Transcriber(Protocol):

@@ -69,6 +69,12 @@ class StuckStream(Exception):
     """The provider took audio (and a Finalize) but answered nothing: worth a new connection."""
 
 
+class NewFormat(Exception):
+    """The connection's audio format no longer fits: a WebM/Ogg session's first piece came to a connection
+    opened for PCM (a container must be read from its first byte), or its bytes can no longer go up as they
+    came (a piece did not parse whole). The stream goes on, on a new connection, in the other format."""
+
+
 def deepgram_environment(url: str) -> Any:
     """DEEPGRAM_URL (http(s) or ws(s), hosted or self-hosted) as the SDK's environment object."""
     from deepgram.environment import DeepgramClientEnvironment
@@ -194,13 +200,40 @@ class DeepgramStream:
         self._last_audio_at = 0.0
         self._last_send_at = 0.0
         self._direct: Any = None  # the connection's socket while audio may be written to it from `send`
+        # WebM/Ogg sessions: Deepgram reads the client's container bytes as they came, on the first connection.
+        self._passthrough: bool | None = None  # None: no audio yet; True: container bytes; False: PCM only
+        self._pieces: deque[tuple[int, bytes]] = deque()  # (session byte position the piece's PCM ends at, bytes)
+        self._container_connection = False  # the current connection reads the container (opened without encoding)
+        self._container_bytes = 0  # container bytes sent to Deepgram
 
     # --- the TranscriberStream interface ---------------------------------------------------------------------
 
+    async def send_container(self, pcm: bytes, original: bytes | None) -> None:
+        """A WebM/Ogg session's frame: its decoded PCM (for the VAD, the replay buffer and a PCM reconnect), and
+        its bytes as the client sent them, for Deepgram to decode itself; None when they did not parse whole
+        (corrupt, or over the rate limit), and from then on this session's Deepgram audio is PCM."""
+        if self._passthrough is None:
+            self._passthrough = original is not None
+        if original is None or not self._passthrough:
+            self._leave_container()
+        else:
+            self._pieces.append((self._buffer.end + len(pcm), original))
+        if pcm:
+            await self.send(pcm)
+        else:
+            self._new_audio.set()
+
+    def _leave_container(self) -> None:
+        self._passthrough = False
+        self._pieces.clear()
+
     async def send(self, pcm: bytes) -> None:
+        if self._passthrough is None:
+            self._passthrough = False
         # Caught up, nothing to put before this audio (a pause's Finalize), a whole frame: it can go at once.
         direct = (
             self._direct is not None
+            and not (self._container_connection or self._passthrough)
             and self._sent == self._buffer.end
             and len(pcm) >= self._min_send
             and not self._finishing
@@ -209,6 +242,7 @@ class DeepgramStream:
         if self._buffer.append(pcm) and not self._buffer_overflow_reported:
             self._buffer_overflow_reported = True
             self._log.error("deepgram.buffer_overflow", buffered_s=self._settings.deepgram_buffer_s)
+            self._leave_container()  # audio is missing from the container's bytes too
             await self._emit(
                 TranscriberFailure(
                     "transcriber_busy", "Deepgram is not keeping up; the oldest unsent audio was dropped"
@@ -286,12 +320,14 @@ class DeepgramStream:
     @property
     def _options(self) -> dict[str, str]:
         s = self._settings
+        # A container says its own encoding, rate and channel count: Deepgram wants none of them said (its docs:
+        # "encoding", "sample_rate", "channels" are for raw audio); `multichannel` still asks for one transcript
+        # per channel.
+        raw = {"encoding": "linear16", "sample_rate": str(self._fmt.sample_rate), "channels": str(self._fmt.channels)}
         options = {
             "model": s.deepgram_model,
             "language": s.deepgram_language,
-            "encoding": "linear16",
-            "sample_rate": str(self._fmt.sample_rate),
-            "channels": str(self._fmt.channels),
+            **({} if self._container_connection else raw),
             "interim_results": "true",
             "punctuate": "true",
             "smart_format": "true" if s.deepgram_smart_format else "false",
@@ -314,9 +350,15 @@ class DeepgramStream:
         async with self._send_events:
             while True:
                 self._connections += 1
+                # Only a connection that gets the container from its first byte can read it. Until the first
+                # audio says which, PCM: a PCM session's connection is open before its first frame.
+                self._container_connection = bool(self._passthrough) and self._container_bytes == 0
+                if self._passthrough and not self._container_connection:
+                    self._leave_container()
                 self._log.info(
                     "deepgram.connecting",
                     attempt=self._connections,
+                    container=self._container_connection,
                     replay_s=round((self._buffer.end - self._buffer.start) / self._bytes_per_s, 2),
                 )
                 try:
@@ -341,6 +383,9 @@ class DeepgramStream:
                         await self._fail("transcriber_failed", f"Deepgram refused the stream (HTTP {status})")
                         return
                     reason = f"HTTP {status}"
+                except NewFormat:
+                    self._log.info("deepgram.new_format", container=bool(self._passthrough))
+                    continue  # no outage: the next connection takes the container, or the replay and the rest as PCM
                 except (OSError, TimeoutError, WebSocketException, StuckStream) as exc:
                     reason = _describe(exc)
                 now = anyio.current_time()
@@ -413,9 +458,20 @@ class DeepgramStream:
                 self._finalize_sent_at = anyio.current_time()  # the watchdog reconnects if it goes unanswered
                 await self._finalize(connection)
                 continue
+            if self._container_connection:
+                if self._pieces:  # a whole piece: its PCM ends where a pause's Finalize may be due, never inside
+                    self._sent, piece = self._pieces.popleft()
+                    await connection.send_media(piece)
+                    self._container_bytes += len(piece)
+                    self._sent_audio()
+                    continue
+                if not self._passthrough:
+                    raise NewFormat
+            elif self._passthrough and self._container_bytes == 0 and self._sent == 0:
+                raise NewFormat  # a container's first piece, on a connection opened for PCM before it came
             # Up to the next pause's Finalize at most: a Finalize after later audio would cut its words.
             limit = min(self._max_send, self._finalize_at[0] - self._sent) if self._finalize_at else self._max_send
-            chunk = self._buffer.read(self._sent, limit)
+            chunk = b"" if self._container_connection else self._buffer.read(self._sent, limit)
             if chunk and len(chunk) < min(self._min_send, limit) and not self._finishing:
                 with anyio.move_on_after(COALESCE_WAIT_S):
                     await self._wait_for_audio()

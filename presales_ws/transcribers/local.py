@@ -40,13 +40,14 @@ from presales_ws.transcribers.base import (
 )
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy, turn_cue
 from presales_ws.transcribers.utterances import Decode, UtteranceSegmenter
-from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, Resampler, Samples, SileroProbability
+from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, Samples, VoiceReader
 
 # A stream that speaks without pause costs the server ~0.2 s of CPU per second of audio (Moonshine finals and
 # decode-aheads, tiny.en interims, VAD; bench/embedded.py). 4 streams per decode thread keep 2 cores under
 # ~1.6 busy when every stream speaks at once; `transcriber_busy` beyond (docs/BENCHMARKS.md: capacity).
 STREAMS_PER_THREAD = 4
 EVENT_BUFFER = 64
+HEARING_THREADS = 1  # every session's resampling and VAD: ~0.2 ms a 20 ms frame, 1% of a thread per stream
 MAX_READ_AHEAD = 32  # decode-aheads remembered per channel until their utterance's final
 MAX_PENDING_FINALS = 4  # a channel with more finals waiting than this is falling behind real time
 ENCODER_PAD_S = 8.0  # silence encoded after an utterance; see WhisperDecoder
@@ -229,6 +230,7 @@ class LocalTranscriber:
         self.max_streams = settings.local_max_streams or self.threads * STREAMS_PER_THREAD
         self._decoders: Decoders | None = None
         self._pool = DecodePool(self.threads)
+        self._hearing = anyio.CapacityLimiter(HEARING_THREADS)
         self._open_streams = 0
         self._model_path = ""
 
@@ -293,7 +295,8 @@ class LocalTranscriber:
             )
         self._open_streams += fmt.channels
         try:
-            async with serving(LocalStream(self._decoders, self._pool, fmt, self._settings)) as stream:
+            stream = LocalStream(self._decoders, self._pool, self._hearing, fmt, self._settings)
+            async with serving(stream):
                 yield stream
         finally:
             self._open_streams -= fmt.channels
@@ -304,9 +307,10 @@ class _Channel:
 
     def __init__(self, index: int, fmt: AudioFormat, settings: Settings) -> None:
         self.index = index
-        self._resample = Resampler(fmt.sample_rate)
+        self.hear = VoiceReader(fmt.sample_rate)  # off the event loop: see `LocalStream.send`
+        self._heard: deque[float] = deque()  # probabilities of windows the segmenter has yet to see
         self.segmenter = UtteranceSegmenter(
-            SileroProbability(),
+            lambda _window: self._heard.popleft(),
             threshold=settings.local_vad_threshold,
             policy=turn_policy(settings),
             interim_interval_ms=settings.local_interim_interval_ms,
@@ -321,8 +325,11 @@ class _Channel:
         self.read_ahead: dict[tuple[float, int], tuple[TurnCue, str, float | None]] = {}
         self.waiting_interim: anyio.CancelScope | None = None  # an interim waiting for a thread
 
-    def feed(self, samples: Samples, *, last: bool = False) -> None:
-        decodes = self.segmenter.feed(self._resample(samples, last=last))
+    def feed(self, heard: tuple[Samples, list[float]], *, last: bool = False) -> None:
+        """Audio and its windows' speech probabilities (`hear`) into the segmenter; what to decode into `jobs`."""
+        audio, probabilities = heard
+        self._heard.extend(probabilities)
+        decodes = self.segmenter.feed(audio)
         if last:
             decodes += self.segmenter.flush()
         for decode in decodes:
@@ -342,33 +349,47 @@ class _Channel:
 class LocalStream:
     """One session on the embedded engine."""
 
-    def __init__(self, decoders: Decoders, pool: DecodePool, fmt: AudioFormat, settings: Settings) -> None:
+    def __init__(
+        self, decoders: Decoders, pool: DecodePool, hearing: anyio.CapacityLimiter, fmt: AudioFormat, settings: Settings
+    ) -> None:
         self._decoders = decoders
         self._pool = pool
+        self._hearing = hearing
         self._fmt = fmt
         self._channels = [_Channel(i, fmt, settings) for i in range(fmt.channels)]
         self._send: MemoryObjectSendStream[TranscriberEvent]
         self._send, self._receive = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
         self._busy_reported = False
+        # The words are read before the pause is TURN_COMPLETE_MS long; the decoder still hears that much silence
+        # after the speech (digital silence for the rest): with less, Moonshine ends more finished sentences with
+        # a comma or nothing ("... seven of hearts,"), which then wait as unfinished ones do.
+        policy = turn_policy(settings)
+        pad_ms = policy.complete_ms - policy.decode_ahead_ms
+        self._final_pad = np.zeros(pad_ms * SAMPLE_RATE_HZ // 1000, dtype=np.float32)
 
     async def send(self, pcm: bytes) -> None:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
-        if self._fmt.channels == 1:
-            self._channels[0].feed(samples)
-        else:
-            frames = samples.reshape(-1, self._fmt.channels)
-            for channel in self._channels:
-                channel.feed(np.ascontiguousarray(frames[:, channel.index]))
+        # Resampling and Silero VAD on a thread of their own: on the loop they cost every other session latency.
+        # Frames stay in order: the session awaits each send before the next.
+        heard = await anyio.to_thread.run_sync(self._hear, samples, limiter=self._hearing)
+        for channel, channel_heard in zip(self._channels, heard, strict=True):
+            channel.feed(channel_heard)
         if not self._busy_reported and any(c.pending_finals() > MAX_PENDING_FINALS for c in self._channels):
             self._busy_reported = True
             await self._send.send(
                 TranscriberFailure("transcriber_busy", "the embedded transcriber is falling behind real time")
             )
 
+    def _hear(self, samples: Samples) -> list[tuple[Samples, list[float]]]:
+        if self._fmt.channels == 1:
+            return [self._channels[0].hear(samples)]
+        frames = samples.reshape(-1, self._fmt.channels)
+        return [channel.hear(np.ascontiguousarray(frames[:, channel.index])) for channel in self._channels]
+
     async def finish(self) -> None:
         for channel in self._channels:
             if not channel.finished:
-                channel.feed(np.zeros(0, dtype=np.float32), last=True)
+                channel.feed(channel.hear(np.zeros(0, dtype=np.float32), last=True), last=True)
                 channel.finished = True
                 channel.wake.set()
 
@@ -422,7 +443,7 @@ class LocalStream:
                     # stale. Later decode-aheads are not: their words still decide their pauses.
                     channel.jobs = deque([*decodes, *(j for j in channel.jobs if j.speculative)])
                     continue
-                eager = cue is not TurnCue.INCOMPLETE
+                eager = cue is not TurnCue.INCOMPLETE and channel.segmenter.settled(job.key)
             if not job.is_final:
                 if not text or channel.jobs:
                     continue  # nothing heard yet, or already superseded by newer audio
@@ -447,10 +468,9 @@ class LocalStream:
     async def _decode(self, channel: _Channel, job: Decode) -> tuple[str, float | None] | None:
         """Decode on a pool thread; None when an interim's audio was superseded before a thread was free."""
         if job.is_final or job.speculative:
+            audio = np.concatenate((job.audio, self._final_pad)) if len(self._final_pad) else job.audio
             async with self._pool.slot(DecodePool.FINAL):
-                return await anyio.to_thread.run_sync(
-                    self._decoders.final.decode, job.audio, limiter=self._pool.limiter
-                )
+                return await anyio.to_thread.run_sync(self._decoders.final.decode, audio, limiter=self._pool.limiter)
         with anyio.CancelScope() as waiting:
             channel.waiting_interim = waiting
             try:

@@ -84,6 +84,7 @@ class UtteranceSegmenter:
         self._interim_windows = _ms_to_windows(interim_interval_ms)
         self._max_windows = _ms_to_windows(max_utterance_s * 1000)
         self._trail_windows = _ms_to_windows(self._policy.decode_ahead_ms)  # silence kept after speech in a final
+        self._complete_windows = _ms_to_windows(self._policy.complete_ms)  # pause that ends a complete sentence
         self._aheads: list[Ahead] = []  # this utterance's decode-aheads whose cue has not come
         # Until the current pause's cue arrives, the pause may not end the utterance on the default wait alone:
         # the words may say "wait longer". The longest wait still holds, whatever the decoder does.
@@ -125,10 +126,17 @@ class UtteranceSegmenter:
         """End of audio: the utterance in progress (with any partial window) becomes final."""
         if not self._in_speech:
             return []
-        if len(self._pending):
-            self._utterance.append(self._pending)
-            self._pending = np.zeros(0, dtype=np.float32)
-        decode = self._close_utterance(utterance_end=True, keep_windows=len(self._utterance))
+        ahead = self._aheads[-1] if self._aheads else None
+        if ahead is not None and self._silent_run > 0 and ahead.pause == self._silent_run:
+            # The audio ends in a pause whose words are read (or being read): the final is that decode-ahead's
+            # audio, so its words serve; the rest of the silence would only cost a second decode.
+            keep = ahead.length
+        else:
+            if len(self._pending):
+                self._utterance.append(self._pending)
+                self._pending = np.zeros(0, dtype=np.float32)
+            keep = len(self._utterance)
+        decode = self._close_utterance(utterance_end=True, keep_windows=keep)
         return [decode] if decode else []
 
     def cue(self, key: tuple[float, int], cue: TurnCue) -> list[Decode]:
@@ -150,6 +158,13 @@ class UtteranceSegmenter:
         else:
             self._aheads.remove(ahead)  # the speaker went on before this pause could end anything
         return []
+
+    def settled(self, key: tuple[float, int]) -> bool:
+        """The pause read by the decode-ahead `key` goes on and is already as long as a complete sentence's: its
+        words, if not final yet, are worth acting on (an eager interim). A pause read earlier than that is as
+        often a gap between words ("Does your platform support ... single sign-on?")."""
+        ahead = next((a for a in self._aheads if a.key == key), None)
+        return ahead is not None and ahead.pause >= self._need(TurnCue.COMPLETE)
 
     def split(self, final: Decode, cues: Mapping[tuple[float, int], TurnCue]) -> list[Decode]:
         """A final that closed before the words of its pauses were read, cut where they ended the turn: the
@@ -175,7 +190,7 @@ class UtteranceSegmenter:
     def _need(self, cue: TurnCue) -> int:
         """Windows of silence after the speech that `cue` needs to end the utterance."""
         if cue is TurnCue.COMPLETE and not self._policy.fixed:
-            return self._trail_windows
+            return max(self._trail_windows, self._complete_windows)
         return max(self._trail_windows + 1, _ms_to_windows(self._policy.silence_ms(cue)))
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""Sessions that outlive their socket: resume tokens, parked sessions, finals to deliver again, shared state."""
