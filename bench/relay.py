@@ -211,7 +211,7 @@ N sessions stream 16 kHz mono s16 at real time in 20 ms frames for {seconds:g} s
 through the server on core 0 to a Deepgram-compatible upstream (`bench/peers/deepgram_cadence.py`, in its own
 process beside the generator on core 1) that answers on the audio's clock, an interim every 0.25 s and a final
 every 1 s. presales-ws runs its real Deepgram engine through the SDK with default settings (text end of turn:
-Silero VAD on every frame) unless the row says otherwise; the bare relay (`bench/peers/relay.py`) forwards
+Silero VAD behind an energy gate) unless the row says otherwise; the bare relay (`bench/peers/relay.py`) forwards
 frames up and messages down and nothing else. Round trip: the frame that completes an answer (its end is the
 answer's end) sent -> the first message covering it received. CPU per frame: the server's CPU over the window
 / the frames it took in. At each N the servers run one after the other.

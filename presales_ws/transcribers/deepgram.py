@@ -191,7 +191,8 @@ class DeepgramStream:
         # End of turn decided here (None: Deepgram's endpointing alone).
         self._policy = TurnPolicy.from_settings(settings) if settings.turn_detection == "text" else None
         channels = range(fmt.channels if self._policy else 0)
-        self._pauses = [PauseTracker(fmt.sample_rate, settings.local_vad_threshold, batched=True) for _ in channels]
+        threshold = settings.local_vad_threshold
+        self._pauses = [PauseTracker(fmt.sample_rate, threshold, batched=True, gated=True) for _ in channels]
         self._joiners = [UtteranceJoiner(self._policy) for _ in channels if self._policy]
         self._words_pending = [False] * fmt.channels  # an interim with words since the channel's last final
         self._finalize_at: deque[int] = deque()  # session byte positions where a pause asked for a final

@@ -78,23 +78,36 @@ class PauseTracker:
     """
 
     def __init__(
-        self, sample_rate: int, threshold: float = 0.5, *, utterance_gap_ms: float = 2000.0, batched: bool = False
+        self,
+        sample_rate: int,
+        threshold: float = 0.5,
+        *,
+        utterance_gap_ms: float = 2000.0,
+        batched: bool = False,
+        gated: bool = False,
     ) -> None:
         """`batched`: the model runs in the event loop's batch (vad_batch.py; `feed_batched` only), not in an
-        instance of its own (`feed`)."""
+        instance of its own (`feed`). `gated` (with `batched`): windows whose level alone says the channel goes
+        on as it is skip the model (vad_gate.py)."""
         self._resample = Resampler(sample_rate)
         self._probability: SileroProbability | None = None
         self._batched: Any = None
+        self._gate: Any = None
         if batched:
             from presales_ws.transcribers.vad_batch import ChannelState, SileroBatch
 
             self._batch, self._batched = SileroBatch.current(), ChannelState()
+            if gated:
+                from presales_ws.transcribers.vad_gate import EnergyGate
+
+                self._gate = EnergyGate()
         else:
             self._probability = SileroProbability()
         self._threshold = threshold
         self._gap_windows = round(utterance_gap_ms / WINDOW_MS)  # a pause this long ends the utterance
         self._pending = np.zeros(0, dtype=np.float32)
         self._silent_run = 10**6  # windows since the last speech window (none yet: a long pause)
+        self._speech_run = 0  # speech windows in a row up to the last one
         self.spoke = False  # speech since `mark()`: worth asking for a final when the pause comes
 
     @property
@@ -118,7 +131,14 @@ class PauseTracker:
         """`feed`, with each window's probability from the event loop's batch (a tracker made `batched`)."""
         resumed = False
         for window in self._windows(samples):
-            resumed = self._observe(await self._batch.probability(self._batched, window)) or resumed
+            verdict = None
+            if self._gate is not None:
+                verdict = self._gate.verdict(window, speech_run=self._speech_run, silent_run=self._silent_run)
+            if verdict is None:
+                verdict = await self._batch.probability(self._batched, window)
+            else:
+                self._batched.skip(window)
+            resumed = self._observe(verdict) or resumed
         return resumed
 
     def _windows(self, samples: Samples) -> list[Samples]:
@@ -136,7 +156,9 @@ class PauseTracker:
         if probability >= (self._threshold - NEGATIVE_MARGIN if within_utterance else self._threshold):
             resumed = self._silent_run > 0
             self._silent_run = 0
+            self._speech_run += 1
             self.spoke = True
             return resumed
         self._silent_run += 1
+        self._speech_run = 0
         return False

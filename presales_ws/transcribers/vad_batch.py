@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections import deque
 from importlib.resources import files
 from typing import Any
 
@@ -26,6 +27,7 @@ CONTEXT_SAMPLES = 64  # Silero's input at 16 kHz: the previous window's last 64 
 STATE_SHAPE = (2, 128)  # per channel; the model's state input is (2, batch, 128)
 BATCH_WAIT_S = 0.004  # the first window of a batch waits this long for company ...
 MAX_BATCH_WINDOWS = 64  # ... unless this many come sooner
+CATCH_UP_WINDOWS = 8  # skipped windows heard again before a gated channel's next window (vad_gate.py)
 
 _model: Any = None
 _model_lock = threading.Lock()
@@ -50,11 +52,27 @@ def load_model() -> Any:
 class ChannelState:
     """What Silero carries from one window of a channel to the next."""
 
-    __slots__ = ("context", "state")
+    __slots__ = ("context", "skipped", "state")
 
     def __init__(self) -> None:
         self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self.context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+        self.context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)  # the last 64 samples before `skipped`
+        self.skipped: deque[Samples] = deque(maxlen=CATCH_UP_WINDOWS + 1)
+
+    def skip(self, window: Samples) -> None:
+        """A window the model did not hear (vad_gate.py). The last CATCH_UP_WINDOWS of them are heard, in
+        order, before the channel's next window is, so its recurrent state is as if it had heard them all
+        (Silero's state forgets within a few windows); the one before them gives them their context."""
+        self.skipped.append(window)  # a deque of CATCH_UP_WINDOWS + 1: the oldest drops by itself
+
+    def catch_up(self) -> list[Samples]:
+        """The skipped windows to hear before the next one (and the context they start from)."""
+        skipped = self.skipped
+        if len(skipped) > CATCH_UP_WINDOWS:
+            self.context = skipped.popleft()[-CONTEXT_SAMPLES:]
+        windows = list(skipped)
+        skipped.clear()
+        return windows
 
 
 class SileroBatch:
@@ -94,20 +112,34 @@ class SileroBatch:
         self._pending = []
         if not pending:
             return
-        size = len(pending)
-        windows = np.empty((size, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
-        states = np.empty((STATE_SHAPE[0], size, STATE_SHAPE[1]), dtype=np.float32)
-        for row, (channel, window, _) in enumerate(pending):
-            windows[row, :CONTEXT_SAMPLES] = channel.context
-            windows[row, CONTEXT_SAMPLES:] = window
-            states[:, row, :] = channel.state
+        # A channel whose last windows the gate skipped hears them first (its recurrent state catches up):
+        # one model run per step, each step with every channel that still has a window to hear.
+        sequences = [(channel, [*channel.catch_up(), window]) for channel, window, _ in pending]
+        results: list[float] = [0.0] * len(pending)
         try:
-            output, new_states = self._model.run(None, {"input": windows, "state": states, "sr": self._rate})
+            for step in range(max(len(windows) for _, windows in sequences)):
+                rows = [row for row, (_, windows) in enumerate(sequences) if len(windows) > step]
+                outputs = self._step([(sequences[row][0], sequences[row][1][step]) for row in rows])
+                for row, output in zip(rows, outputs, strict=True):
+                    results[row] = output
         except Exception as exc:  # every waiting channel learns of it; none waits forever
             for _, _, future in pending:
                 future.set_exception(exc)
             return
-        for row, (channel, _, future) in enumerate(pending):
+        for (_, _, future), result in zip(pending, results, strict=True):
+            future.set_result(result)
+
+    def _step(self, rows: list[tuple[ChannelState, Samples]]) -> list[float]:
+        """One model run: the next window of each channel in `rows`, which moves their state on."""
+        size = len(rows)
+        windows = np.empty((size, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+        states = np.empty((STATE_SHAPE[0], size, STATE_SHAPE[1]), dtype=np.float32)
+        for row, (channel, window) in enumerate(rows):
+            windows[row, :CONTEXT_SAMPLES] = channel.context
+            windows[row, CONTEXT_SAMPLES:] = window
+            states[:, row, :] = channel.state
+        output, new_states = self._model.run(None, {"input": windows, "state": states, "sr": self._rate})
+        for row, (channel, _) in enumerate(rows):
             channel.state = new_states[:, row, :].copy()
             channel.context = windows[row, -CONTEXT_SAMPLES:].copy()
-            future.set_result(float(output[row, 0]))
+        return [float(p) for p in output[:, 0]]
