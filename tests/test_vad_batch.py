@@ -10,6 +10,7 @@ from presales_ws.client.wavfile import read_wav
 from presales_ws.transcribers.vad import WINDOW_SAMPLES, PauseTracker, SileroProbability
 from presales_ws.transcribers.vad_batch import ChannelState, SileroBatch
 from tests.deepgram_server import FIXTURES
+from tests.support import MANIFEST
 
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz
 
@@ -57,3 +58,24 @@ def test_a_batched_pause_tracker_finds_the_same_pauses_as_its_own_model() -> Non
 
     assert asyncio.run(batched()) == expected
     assert any(resumed for resumed, _, _ in expected)  # speech started at least once
+
+
+def test_the_pause_a_final_was_asked_in_keeps_its_length_after_speech_resumes() -> None:
+    """The Deepgram engine judges the answer to a pause's Finalize by that pause (deepgram.py `_join`): the answer
+    may come after the next sentence began, when the silence is 0 again."""
+    audio = read_wav(str(FIXTURES / "two_sentences_us.wav"))
+    track = np.frombuffer(audio.pcm, dtype="<i2").astype(np.float32) / 32768.0
+    utterances = MANIFEST["two_sentences_us.wav"]["utterances"]
+    gap_ms = (utterances[1]["start_s"] - utterances[0]["end_s"]) * 1000
+    tracker = PauseTracker(16000)
+    marked_at_ms = None
+    for offset in range(0, len(track), FRAME_SAMPLES):
+        resumed = tracker.feed(np.ascontiguousarray(track[offset : offset + FRAME_SAMPLES]))
+        if marked_at_ms is None and tracker.spoke and tracker.silence_ms >= 160:
+            tracker.mark()
+            marked_at_ms = tracker.silence_ms
+            assert tracker.marked_pause_ms == marked_at_ms  # while it goes on: the pause so far
+        elif marked_at_ms is not None and resumed:
+            break
+    assert marked_at_ms is not None and tracker.silence_ms == 0.0
+    assert gap_ms - 300 <= tracker.marked_pause_ms <= gap_ms + 100  # the whole pause, Silero's tails aside

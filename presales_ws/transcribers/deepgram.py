@@ -596,11 +596,22 @@ class DeepgramStream:
     async def _join(
         self, channel: int, origin_s: float, pieces: list[list[messages.Word]], result: messages.Results
     ) -> None:
-        """Finals through the joiner: it decides when the utterance is over (TURN_DETECTION=text)."""
+        """Finals through the joiner: it decides when the utterance is over (TURN_DETECTION=text).
+
+        The answer to a pause's Finalize covers the audio up to that pause, so the pause its words are followed
+        by is the one the Finalize was asked in, however far the VAD has gone since: the receive loop may have
+        taken in the whole pause and the next words before the answer came (a fast client, a replay), and
+        judged by the silence now, a finished sentence would wait for and merge with the next one."""
+        pauses, joiner = self._pauses[channel], self._joiners[channel]
+        silence_ms = max(pauses.silence_ms, pauses.marked_pause_ms) if result.from_finalize else pauses.silence_ms
         for piece in pieces:
             event = self._piece(piece, channel, origin_s, is_final=True, utterance_end=False)
-            for out in self._joiners[channel].on_final(event, self._pauses[channel].silence_ms):
+            for out in joiner.on_final(event, silence_ms):
                 await (self._emit_final(out) if out.is_final else self._emit(out))
+        if result.from_finalize and not pieces:  # the provider owes these words nothing more: judge them now
+            settled = not self._words_pending[channel] and not self._finalize_at
+            for out in joiner.on_pause(silence_ms, settled=settled):
+                await self._emit_final(out)
         self._commit(channel, origin_s, pieces, result)
 
     def _commit(

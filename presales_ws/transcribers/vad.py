@@ -109,15 +109,24 @@ class PauseTracker:
         self._silent_run = 10**6  # windows since the last speech window (none yet: a long pause)
         self._speech_run = 0  # speech windows in a row up to the last one
         self.spoke = False  # speech since `mark()`: worth asking for a final when the pause comes
+        self._marked_pause_goes_on = False  # the pause `mark()` was called in has not ended yet
+        self._marked_pause_ms = 0.0  # that pause's length, once it ended
 
     @property
     def silence_ms(self) -> float:
         """How long the current pause is; 0 while speech goes on."""
         return self._silent_run * WINDOW_MS
 
+    @property
+    def marked_pause_ms(self) -> float:
+        """How long the pause in which the last final was asked for (`mark()`) lasted, or has so far: the
+        answer may come after speech resumed, and its words were still followed by that whole pause."""
+        return self.silence_ms if self._marked_pause_goes_on else self._marked_pause_ms
+
     def mark(self) -> None:
         """The speech so far has been asked for (or given) a final."""
         self.spoke = False
+        self._marked_pause_goes_on = self._silent_run > 0
 
     def feed(self, samples: Samples) -> bool:
         """Consume audio; True when speech (re)started in it, which ends any pause in progress."""
@@ -155,6 +164,8 @@ class PauseTracker:
         within_utterance = self._silent_run < self._gap_windows
         if probability >= (self._threshold - NEGATIVE_MARGIN if within_utterance else self._threshold):
             resumed = self._silent_run > 0
+            if resumed and self._marked_pause_goes_on:
+                self._marked_pause_goes_on, self._marked_pause_ms = False, self.silence_ms
             self._silent_run = 0
             self._speech_run += 1
             self.spoke = True
