@@ -151,3 +151,17 @@ def test_stream_sends_a_recording_as_it_is_and_prints_its_finals(live_server: Li
     summary = SUMMARY.search(result.stdout)
     assert summary is not None and summary["close"] == "1000", result.stdout
     assert float(summary["audio"]) == pytest.approx(4.1, abs=0.2)
+
+
+def test_stream_never_prints_the_resume_token() -> None:
+    """The token reopens the session (with the key): it stays out of a screen, a pipe and a pasted log."""
+    server = LiveServer(make_settings(resume_window_s=60.0)).start()
+    try:
+        result = subprocess.run(
+            stream_command("sso_question_us.wav", server.ws_url), capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("status ready") and "'session_id'" in result.stdout, result.stdout
+    assert "resume_token" not in result.stdout + result.stderr

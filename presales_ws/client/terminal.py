@@ -67,6 +67,7 @@ class TerminalView:
         elif isinstance(message, Status):
             details = {k: v for k, v in ((f, getattr(message, f)) for f in message.__struct_fields__) if v}
             details.pop("state", None)
+            details.pop("resume_token", None)  # it reopens the session: not for a screen or a pasted log
             self._print(f"status {message.state} {details}" if details else f"status {message.state}")
         elif isinstance(message, Suggestion):
             self._suggestion(message)
