@@ -13,10 +13,12 @@ import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
+from presales_ws.client.connection import session_url
 from presales_ws.client.wavfile import read_wav
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, reference_text, word_error_rate
@@ -165,3 +167,20 @@ def test_stream_never_prints_the_resume_token() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("status ready") and "'session_id'" in result.stdout, result.stdout
     assert "resume_token" not in result.stdout + result.stderr
+
+
+def test_a_url_with_its_own_query_keeps_it_and_still_gets_the_audio_format() -> None:
+    """`--url ...?channel_roles=...` once dropped sample_rate, channels and encoding: a stereo file went as mono."""
+    url = session_url(
+        "ws://127.0.0.1:1/ws/session?channel_roles=customer,consultant&channels=2",
+        sample_rate=48000,
+        channels=1,
+        encoding="webm-opus",
+    )
+    query = parse_qs(urlsplit(url).query)
+    assert query == {
+        "channel_roles": ["customer,consultant"],
+        "channels": ["2"],  # the caller's URL wins
+        "sample_rate": ["48000"],
+        "encoding": ["webm-opus"],
+    }

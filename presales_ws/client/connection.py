@@ -13,7 +13,7 @@ import base64
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import msgspec
@@ -231,10 +231,13 @@ class Connector:
 
 
 def session_url(url: str, *, sample_rate: int = 16000, channels: int = 1, **extra: str) -> str:
+    """The session URL with the audio's format; what the caller's URL already says wins (its own parameters,
+    e.g. `channel_roles`, stay), and nothing it leaves out is lost (a two-channel file stays two channels)."""
     parts = urlsplit(url)
-    query = {"sample_rate": str(sample_rate), "channels": str(channels), **extra}
-    if parts.query:
-        return url
+    given = parse_qsl(parts.query, keep_blank_values=True)
+    named = {name for name, _ in given}
+    ours = {"sample_rate": str(sample_rate), "channels": str(channels), **extra}
+    query = given + [(name, value) for name, value in ours.items() if name not in named]
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
