@@ -267,22 +267,7 @@ class Session:
         )
         try:
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
-                self._queue(
-                    self._encode(
-                        Status(
-                            "ready",
-                            session_id=info.session_id,
-                            transcriber=self.service.transcriber.name,
-                            sample_rate=self.format.sample_rate,
-                            channels=self.format.channels,
-                            channel_roles=list(self.channel_roles) if self.format.channels == 2 else None,
-                            roles=self.tracker.roles or None,
-                            resume_token=self.resume_token,
-                            resumed=self.takeover is not None,
-                            received_s=self.received_s,
-                        )
-                    )
-                )
+                self._queue(self._encode(self._ready(resumed=self.takeover is not None)))
                 async with anyio.create_task_group() as tg:
                     self.task_group = tg
                     if self.prompter is not None:
@@ -416,9 +401,9 @@ class Session:
             await self.finished.wait()
         return None
 
-    async def _greet(self, link: Link) -> bool:
-        """Accept a resuming connection and say `ready` first, then put back the finals it may have missed."""
-        ready = Status(
+    def _ready(self, *, resumed: bool) -> Status:
+        """The `ready` a connection gets first, whether it opened the session or resumed it."""
+        return Status(
             "ready",
             session_id=self.session_id,
             transcriber=self.service.transcriber.name,
@@ -427,9 +412,13 @@ class Session:
             channel_roles=list(self.channel_roles) if self.format.channels == 2 else None,
             roles=self.tracker.roles or None,
             resume_token=self.resume_token,
-            resumed=True,
+            resumed=resumed,
             received_s=self.received_s,
         )
+
+    async def _greet(self, link: Link) -> bool:
+        """Accept a resuming connection and say `ready` first, then put back the finals it may have missed."""
+        ready = self._ready(resumed=True)
         with anyio.move_on_after(CLOSE_TIMEOUT_S):
             try:
                 await link.websocket.accept(subprotocol=link.subprotocol)
