@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[local,dev,bench]'
+	$(BIN)/python -m presales_ws.transcribers.moonshine_files  # Moonshine's int8 files, made once from the wheel
 	touch $(STAMP)
 
 setup: $(STAMP)

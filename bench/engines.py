@@ -113,6 +113,12 @@ def moonshine_base() -> Decoder:
     return MoonshineDecoder()
 
 
+def moonshine_base_fp32() -> Decoder:
+    from presales_ws.transcribers.moonshine import MoonshineDecoder
+
+    return MoonshineDecoder(int8=False)
+
+
 class MoonshineCApi:
     """moonshine-cpp's own C library (ctypes), as its broken Python wrapper meant to call it."""
 
@@ -162,6 +168,7 @@ CANDIDATES: dict[str, tuple[tuple[str, ...], Callable[[], Decoder]]] = {
     "whisper-tiny.en greedy (today)": (WHISPER_DISTS, lambda: whisper_tiny(1)),
     "whisper-tiny.en beam 5": (WHISPER_DISTS, lambda: whisper_tiny(5)),
     "moonshine-base (onnxruntime)": (MOONSHINE_DISTS, moonshine_base),
+    "moonshine-base (onnxruntime, fp32 decoder: before int8)": (MOONSHINE_DISTS, moonshine_base_fp32),
     "moonshine-base (moonshine-cpp C API)": (("moonshine-cpp",), MoonshineCApi),
     f"moonshine-base, tiny.en below {FALLBACK_CONFIDENCE} confidence": (
         MOONSHINE_DISTS + WHISPER_DISTS,

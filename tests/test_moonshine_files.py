@@ -1,0 +1,30 @@
+"""Moonshine's int8 files: made once from the wheel, kept, and a failed conversion says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from presales_ws.transcribers import moonshine_files
+from presales_ws.transcribers.moonshine import default_model_dir
+
+
+def test_the_prepared_files_are_made_once_and_then_reused() -> None:
+    first = moonshine_files.prepared_dir(default_model_dir())
+    stamps = {name: (first / name).stat().st_mtime_ns for name in moonshine_files.FILES}
+    again = moonshine_files.prepared_dir(default_model_dir())
+    assert again == first
+    assert {name: (again / name).stat().st_mtime_ns for name in moonshine_files.FILES} == stamps
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(f"{first.name}.") and p.is_dir()]
+
+
+def test_a_source_that_cannot_be_converted_fails_clearly_and_leaves_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "base-en"
+    source.mkdir()
+    (source / "encoder_model.ort").write_bytes(b"not a model")
+    (source / "decoder_model_merged.ort").write_bytes(b"not a model")
+    cache = tmp_path / "cache"
+    with pytest.raises(moonshine_files.PreparationFailed, match="making Moonshine's int8 files"):
+        moonshine_files.prepared_dir(source, cache)
+    assert [p.name for p in cache.iterdir() if p.is_dir()] == []  # no half-made directory to trust later
