@@ -36,7 +36,11 @@ async def measure(sessions: int, fixture: Path) -> str:
     audio_format: Any = importlib.import_module("presales_ws.audio").AudioFormat
     local: Any = importlib.import_module("presales_ws.transcribers.local")
     settings = importlib.import_module("presales_ws.config").settings_from_mapping({})
-    wav = importlib.import_module("presales_ws.wavfile").read_wav(fixture)
+    try:
+        wavfile = importlib.import_module("presales_ws.client.wavfile")
+    except ModuleNotFoundError:  # a tree from before the client layer (--before)
+        wavfile = importlib.import_module("presales_ws.wavfile")
+    wav = wavfile.read_wav(fixture)
     engine = local.LocalTranscriber(settings)
     await engine.start()
     frame = int(FRAME_S * wav.sample_rate) * 2

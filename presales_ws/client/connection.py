@@ -268,4 +268,3 @@ async def connect(
         yield session
     finally:
         await session.aclose()
-

