@@ -19,7 +19,6 @@ from typing import Any
 import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
-from uvicorn.server import ServerState
 
 from presales_ws.logs import get_logger
 from presales_ws.transport.limits import limits_of
@@ -31,14 +30,8 @@ log = get_logger("presales_ws.transport")
 class BoundedH11Protocol(H11Protocol):
     """`http=` for uvicorn; see the module docstring for what it bounds and why."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.limits = limits_of(config)
         self._head_timer: asyncio.TimerHandle | None = None
         self._reset = ResetTimer(self.loop, self.limits.close_timeout_s, self._abort)

@@ -17,13 +17,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
 
 from presales_ws.transport.limits import limits_of
 from presales_ws.transport.reset import ResetTimer
@@ -43,14 +41,8 @@ def abort_connection(scope: Mapping[str, Any]) -> bool:
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     """`ws=` for uvicorn; see the module docstring for what it bounds and why."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.limits = limits_of(config)
         self.close_timeout = self.limits.close_timeout_s  # uvicorn's wait for the peer's close frame (10 s)
         self._reset = ResetTimer(self.loop, self.limits.close_timeout_s, self.abort)
