@@ -19,7 +19,7 @@ from presales_ws.audio import AudioFormat
 from presales_ws.transcribers.base import TranscriberEvent, TranscriptEvent
 from presales_ws.transcribers.joiner import UtteranceJoiner
 from presales_ws.transcribers.turns import TurnPolicy
-from presales_ws.transcribers.vad import PauseTracker
+from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, WINDOW_SAMPLES, PauseTracker
 
 PCM_SCALE = 1.0 / 32768.0  # linear16 to float samples in [-1, 1)
 
@@ -45,6 +45,11 @@ class TurnDetector:
         self.finalizes = 0  # Finalizes a pause asked for
         self._last_audio_at = 0.0
         self._idle_flush_s = policy.incomplete_ms / 1000
+        # Audio the VAD has not judged: at 16 kHz it is fed only once it completes a 32 ms window (a 20 ms frame
+        # alone changes nothing: the tracker would only hold it), and other rates (resampled) at every frame.
+        self._window_bytes = WINDOW_SAMPLES * fmt.frame_bytes if fmt.sample_rate == SAMPLE_RATE_HZ else 0
+        self._unjudged: list[bytes] = []
+        self._unjudged_bytes = 0  # and what the trackers hold of a window not yet complete
 
     def connected(self) -> None:
         """A new connection: the old connection's interims are void."""
@@ -72,20 +77,38 @@ class TurnDetector:
         """VAD on the client's audio as it arrives (ending at session byte `end`); True when a pause after speech
         asked for a Finalize after this audio (the pump must wake to send it)."""
         self._last_audio_at = time.monotonic()  # per frame: cheaper than anyio.current_time() (a getpid on 3.11)
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * PCM_SCALE
-        frames = samples.reshape(-1, self._channels)
+        self._unjudged.append(pcm)
+        self._unjudged_bytes += len(pcm)
+        if self._unjudged_bytes < self._window_bytes:  # no window completes: the pauses are as they were
+            await self._judge_held(self._pauses)
+            return False
+        audio = pcm if len(self._unjudged) == 1 else b"".join(self._unjudged)
+        self._unjudged.clear()
+        self._unjudged_bytes = self._unjudged_bytes % self._window_bytes if self._window_bytes else 0
+        samples = np.frombuffer(audio, dtype="<i2").astype(np.float32)
+        samples *= PCM_SCALE
         asked = False
         for channel, pauses in enumerate(self._pauses):
-            resumed = await pauses.feed_batched(np.ascontiguousarray(frames[:, channel]))
+            channel_samples = (
+                samples if self._channels == 1 else np.ascontiguousarray(samples[channel :: self._channels])
+            )
+            resumed = await pauses.feed_batched(channel_samples)
             if pauses.spoke and pauses.silence_ms >= self._policy.complete_ms:
                 pauses.mark()
                 self._finalize_at.append(end)  # the pump sends Finalize right after this audio, before any after it
                 asked = True
             if not resumed:
-                settled = not self._words_pending[channel] and not self._finalize_at
-                for event in self._joiners[channel].on_pause(pauses.silence_ms, settled=settled):
-                    await self._emit_final(event)
+                await self._judge_held([pauses], first=channel)
         return asked
+
+    async def _judge_held(self, pauses: list[PauseTracker], first: int = 0) -> None:
+        """Held words whose pause goes on go out once it is long enough for their cue."""
+        for channel, tracker in enumerate(pauses, start=first):
+            joiner = self._joiners[channel]
+            if joiner.holding:
+                settled = not self._words_pending[channel] and not self._finalize_at
+                for event in joiner.on_pause(tracker.silence_ms, settled=settled):
+                    await self._emit_final(event)
 
     # --- finals, held until the turn is over ------------------------------------------------------------------
 
