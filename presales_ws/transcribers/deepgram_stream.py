@@ -30,6 +30,7 @@ from presales_ws.logs import get_logger
 from presales_ws.protocol import ErrorCode
 from presales_ws.transcribers import deepgram_messages as messages
 from presales_ws.transcribers.base import TranscriberEvent, TranscriberFailure, TranscriberStatus, TranscriptEvent
+from presales_ws.transcribers.client_frames import binary_frame
 from presales_ws.transcribers.deepgram_containers import ContainerPassthrough, NewFormat
 from presales_ws.transcribers.deepgram_results import ResultMapper
 from presales_ws.transcribers.deepgram_turns import TurnDetector
@@ -335,7 +336,7 @@ def _legacy_socket(connection: Any) -> Any:
     """The SDK connection's websockets (legacy) protocol, which DirectWrite writes to; None if this SDK
     version holds something else (then every frame goes through the pump)."""
     socket = getattr(connection, "_websocket", None)
-    needed = ("write_frame_sync", "state", "transport")
+    needed = ("write_frame_sync", "state", "transport", "is_client", "extensions")
     return socket if all(hasattr(socket, name) for name in needed) else None
 
 
@@ -343,12 +344,14 @@ class DirectWrite:
     """The steady state's path: a frame goes onto the provider's socket from the receive loop, without waking
     the pump (one task hop and its timers per frame). Never waits: with the socket's buffer over
     DIRECT_WRITE_LIMIT_BYTES (a slow provider) or the connection not open, the pump, which waits for the
-    socket to drain, takes the audio."""
+    socket to drain, takes the audio. Without extensions the frame is built here (client_frames.py: no
+    getrandom per frame); with one, websockets builds it."""
 
-    __slots__ = ("_socket",)
+    __slots__ = ("_plain", "_socket")
 
     def __init__(self, socket: Any) -> None:
         self._socket = socket
+        self._plain = socket.is_client and not socket.extensions
 
     @classmethod
     def of(cls, connection: Any) -> DirectWrite | None:
@@ -358,9 +361,13 @@ class DirectWrite:
     def write(self, pcm: bytes) -> bool:
         """True when the frame went onto the socket; False: the pump must send it."""
         socket = self._socket
-        if socket.state is not State.OPEN or socket.transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT_BYTES:
+        transport = socket.transport
+        if socket.state is not State.OPEN or transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT_BYTES:
             return False
-        socket.write_frame_sync(True, Opcode.BINARY, pcm)
+        if self._plain:
+            transport.write(binary_frame(pcm))
+        else:
+            socket.write_frame_sync(True, Opcode.BINARY, pcm)
         return True
 
 
