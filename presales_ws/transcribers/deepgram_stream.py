@@ -128,7 +128,7 @@ class DeepgramStream:
             self._new_audio.set()
         # After the audio went up, so the VAD's batch never delays it; before the next frame is taken in (the
         # receive loop waits for this), so a pause's Finalize still goes right after this audio.
-        if self._turns and await self._turns.watch(pcm, self._buffer.end):
+        if self._turns and self._turns.take(pcm) and await self._turns.judge(self._buffer.end):
             self._new_audio.set()
 
     def _sent_audio(self) -> None:

@@ -73,16 +73,21 @@ class TurnDetector:
         """Up to the next pause's Finalize at most: a Finalize after later audio would cut its words."""
         return min(max_bytes, self._finalize_at[0] - sent) if self._finalize_at else max_bytes
 
-    async def watch(self, pcm: bytes, end: int) -> bool:
-        """VAD on the client's audio as it arrives (ending at session byte `end`); True when a pause after speech
-        asked for a Finalize after this audio (the pump must wake to send it)."""
+    def take(self, pcm: bytes) -> bool:
+        """The client's audio, as it arrives; True when it needs judging now (`judge`): it completes a VAD window,
+        or a joiner holds words whose pause may have grown long enough."""
         self._last_audio_at = time.monotonic()  # per frame: cheaper than anyio.current_time() (a getpid on 3.11)
         self._unjudged.append(pcm)
         self._unjudged_bytes += len(pcm)
+        return self._unjudged_bytes >= self._window_bytes or any(joiner.holding for joiner in self._joiners)
+
+    async def judge(self, end: int) -> bool:
+        """VAD on the audio taken (ending at session byte `end`); True when a pause after speech asked for a
+        Finalize after this audio (the pump must wake to send it)."""
         if self._unjudged_bytes < self._window_bytes:  # no window completes: the pauses are as they were
             await self._judge_held(self._pauses)
             return False
-        audio = pcm if len(self._unjudged) == 1 else b"".join(self._unjudged)
+        audio = self._unjudged[0] if len(self._unjudged) == 1 else b"".join(self._unjudged)
         self._unjudged.clear()
         self._unjudged_bytes = self._unjudged_bytes % self._window_bytes if self._window_bytes else 0
         samples = np.frombuffer(audio, dtype="<i2").astype(np.float32)
