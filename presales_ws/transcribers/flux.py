@@ -5,7 +5,7 @@ is one speaker: roles stay certain) and a one-channel session gets no speaker la
 is over; flux_turns.py maps its turn events onto transcript events (EagerEndOfTurn is the eager interim a
 speculative suggestion lookup starts on, EndOfTurn the final).
 
-What the SDK leaves to us, as on the Nova-3 path (deepgram.py), per channel: reconnecting with backoff when the
+What the SDK leaves to us, as on the Nova-3 path (deepgram_stream.py), per channel: reconnecting with backoff when the
 connection drops (or closes 1011, or the handshake gets 429/5xx), one `transcriber_auth` error and no retry for a
 refused key, replaying the audio no final covered yet so no word is lost or repeated. Flux differs in three ways:
 - **Silence**: Flux takes no KeepAlive message (one closes the stream); WebSocket pings keep an idle connection
