@@ -494,8 +494,10 @@ class FakeDeepgram:
         *,
         record_audio: bool = True,
         echo_frames: bool = False,
+        compression: str | None = "deflate",
     ) -> None:
         self.script = script
+        self.compression = compression  # websockets' default: the SDK's connection negotiates permessage-deflate
         self.echo_frames = echo_frames
         self.record_audio = record_audio
         self.api_key = api_key
@@ -554,7 +556,12 @@ class FakeDeepgram:
 
     async def _main(self) -> None:
         async with serve(
-            self._handle, "127.0.0.1", self._port, process_request=self._handshake, create_connection=_Connection
+            self._handle,
+            "127.0.0.1",
+            self._port,
+            process_request=self._handshake,
+            create_connection=_Connection,
+            compression=self.compression,
         ) as server:
             self._server = server
             self._started.set()

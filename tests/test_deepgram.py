@@ -181,6 +181,21 @@ async def test_three_drops_mid_utterance_lose_and_repeat_no_word(start: Start) -
     assert covered == len(pcm)
 
 
+async def test_audio_on_a_connection_without_extensions_arrives_byte_for_byte() -> None:
+    # Deepgram's own cadence server takes no permessage-deflate: then the engine frames (and masks) the audio it
+    # writes straight onto the SDK's socket itself (client_frames.py), and Deepgram must read exactly the audio.
+    pcm = read_wav(FIXTURES / "pricing_question_us.wav").pcm
+    with FakeDeepgram(Script.from_manifest("pricing_question_us.wav"), api_key=KEY, compression=None) as fake:
+        server = LiveServer(make_settings(deepgram_api_key=KEY, deepgram_url=fake.url)).start()
+        try:
+            messages, close_code = await stream(server, pcm, speed=4.0)
+        finally:
+            server.stop()
+    assert close_code == 1000
+    assert texts(messages) == [u["text"] for u in MANIFEST["pricing_question_us.wav"]["utterances"]]
+    assert [bytes(c.audio) for c in fake.connections] == [pcm]
+
+
 async def test_close_1011_mid_stream_reconnects_without_loss(start: Start) -> None:
     plan = Plan(close_1011_after_bytes={0: 4 * 32000})
     fake, server = start(Script.from_manifest(CALL, speakers={0: 1, 1: 0}, mono_mix=True), plan)

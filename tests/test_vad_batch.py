@@ -61,7 +61,7 @@ def test_a_batched_pause_tracker_finds_the_same_pauses_as_its_own_model() -> Non
 
 
 def test_the_pause_a_final_was_asked_in_keeps_its_length_after_speech_resumes() -> None:
-    """The Deepgram engine judges the answer to a pause's Finalize by that pause (deepgram.py `_join`): the answer
+    """The Deepgram engine judges the answer to a pause's Finalize by that pause (`TurnDetector.on_final`): the answer
     may come after the next sentence began, when the silence is 0 again."""
     audio = read_wav(str(FIXTURES / "two_sentences_us.wav"))
     track = np.frombuffer(audio.pcm, dtype="<i2").astype(np.float32) / 32768.0

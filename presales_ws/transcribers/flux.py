@@ -5,7 +5,7 @@ is one speaker: roles stay certain) and a one-channel session gets no speaker la
 is over; flux_turns.py maps its turn events onto transcript events (EagerEndOfTurn is the eager interim a
 speculative suggestion lookup starts on, EndOfTurn the final).
 
-What the SDK leaves to us, as on the Nova-3 path (deepgram.py), per channel: reconnecting with backoff when the
+What the SDK leaves to us, as on the Nova-3 path (deepgram_stream.py), per channel: reconnecting with backoff when the
 connection drops (or closes 1011, or the handshake gets 429/5xx), one `transcriber_auth` error and no retry for a
 refused key, replaying the audio no final covered yet so no word is lost or repeated. Flux differs in three ways:
 - **Silence**: Flux takes no KeepAlive message (one closes the stream); WebSocket pings keep an idle connection
@@ -19,32 +19,23 @@ refused key, replaying the audio no final covered yet so no word is lost or repe
 
 from __future__ import annotations
 
-import random
 import statistics
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import numpy as np
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from presales_ws.audio import AudioFormat
 from presales_ws.config import Settings
 from presales_ws.logs import get_logger
 from presales_ws.protocol import ErrorCode
 from presales_ws.transcribers.base import TranscriberEvent, TranscriberFailure, TranscriberStatus, TranscriptEvent
-from presales_ws.transcribers.deepgram import (
-    AUTH_STATUS,
-    BACKOFF_FIRST_S,
-    BACKOFF_MAX_S,
-    CLOSE_WAIT_S,
-    EVENT_BUFFER,
-    MAX_SEND_MS,
-    RETRYABLE_STATUS,
-    StuckStream,
-    _describe,
-)
+from presales_ws.transcribers.deepgram_stream import CLOSE_WAIT_S, EVENT_BUFFER, MAX_SEND_MS
+from presales_ws.transcribers.event_channel import EventChannel
 from presales_ws.transcribers.flux_turns import TurnReader
+from presales_ws.transcribers.reconnect import RetryPolicy, StuckStream, keep_connected, read_and_pump
 from presales_ws.transcribers.replay import ReplayBuffer
 
 FLUX_MIN_SEND_MS = 80  # Deepgram recommends 80 ms chunks for Flux: smaller client frames are gathered up to it ...
@@ -70,9 +61,7 @@ class FluxStream:
         self._down: set[int] = set()  # channels whose connection is being re-established
         self._failed = False
         self._overflow_reported = False
-        self._send_events: MemoryObjectSendStream[TranscriberEvent]
-        self._receive_events: MemoryObjectReceiveStream[TranscriberEvent]
-        self._send_events, self._receive_events = anyio.create_memory_object_stream[TranscriberEvent](EVENT_BUFFER)
+        self._events = EventChannel(EVENT_BUFFER)
 
     @property
     def settings(self) -> Settings:
@@ -104,14 +93,12 @@ class FluxStream:
         for channel in self._channels:
             channel.finish()
 
-    async def events(self) -> AsyncIterator[TranscriberEvent]:
-        async with self._receive_events:
-            async for event in self._receive_events:
-                yield event
+    def events(self) -> AsyncIterator[TranscriberEvent]:
+        return self._events.events()
 
     async def run(self) -> None:
         """Every channel's connection, until each has finished (or failed for good)."""
-        async with self._send_events:
+        async with self._events:
             async with anyio.create_task_group() as tg:
                 for channel in self._channels:
                     tg.start_soon(channel.run)
@@ -120,7 +107,7 @@ class FluxStream:
     # --- what the channels report ----------------------------------------------------------------------------
 
     async def emit(self, event: TranscriberEvent) -> None:
-        await self._send_events.send(event)
+        await self._events.emit(event)
 
     async def disconnected(self, channel: int, reason: str) -> None:
         """The client hears of an outage once, however many channels it takes down."""
@@ -220,52 +207,29 @@ class FluxChannel:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until the channel is finished or declared lost."""
-        from deepgram.core.api_error import ApiError
-        from websockets.exceptions import WebSocketException
+        await keep_connected(
+            connect=self._connect,
+            serve=self._serve_to_end,
+            disconnected=lambda reason: self._stream.disconnected(self._channel, reason),
+            recovered=lambda: self._stream.recovered(self._channel),
+            fail=self._stream.fail,
+            retry=RetryPolicy(self._settings.deepgram_max_outage_s),
+            log=self._log,
+            name="flux",
+        )
 
-        attempt = 0
-        outage_since: float | None = None
-        while True:
-            self.connections += 1
-            replay_s = (self._buffer.end - self._buffer.start) / self._bytes_per_s
-            self._log.info("flux.connecting", attempt=self.connections, replay_s=round(replay_s, 2))
-            try:
-                async with self._client.listen.v2.connect(**self._options) as connection:
-                    if outage_since is not None:
-                        self._log.info("flux.recovered", outage_s=round(anyio.current_time() - outage_since, 2))
-                        await self._stream.recovered(self._channel)
-                    outage_since, attempt = None, 0
-                    if await self._serve(connection):
-                        await self._emit_final(self._reader.close_turn())  # CloseStream's last Update
-                        return
-                    reason = "connection closed by Deepgram"
-            except ApiError as exc:
-                status = exc.status_code or 0  # never log `exc`: its headers hold the key
-                if status in AUTH_STATUS:
-                    self._log.error("flux.auth_failed", status=status)
-                    await self._stream.fail("transcriber_auth", "Deepgram refused the API key; check DEEPGRAM_API_KEY")
-                    return
-                if status not in RETRYABLE_STATUS and status < 500:
-                    self._log.error("flux.refused", status=status)
-                    await self._stream.fail("transcriber_failed", f"Deepgram refused the stream (HTTP {status})")
-                    return
-                reason = f"HTTP {status}"
-            except (OSError, TimeoutError, WebSocketException, StuckStream) as exc:
-                reason = _describe(exc)
-            now = anyio.current_time()
-            if outage_since is None:
-                outage_since = now
-                self._log.warning("flux.disconnected", reason=reason)
-                await self._stream.disconnected(self._channel, reason)
-            if now - outage_since >= self._settings.deepgram_max_outage_s:
-                self._log.error("flux.gave_up", outage_s=round(now - outage_since, 1), reason=reason)
-                limit_s = self._settings.deepgram_max_outage_s
-                await self._stream.fail("transcriber_failed", f"Deepgram unreachable for {limit_s:.0f} s ({reason})")
-                return
-            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt) * random.uniform(0.5, 1.0)
-            attempt += 1
-            self._log.info("flux.backoff", delay_s=round(delay, 2), reason=reason)
-            await anyio.sleep(delay)
+    def _connect(self) -> AbstractAsyncContextManager[Any]:
+        self.connections += 1
+        replay_s = (self._buffer.end - self._buffer.start) / self._bytes_per_s
+        self._log.info("flux.connecting", attempt=self.connections, replay_s=round(replay_s, 2))
+        connection: AbstractAsyncContextManager[Any] = self._client.listen.v2.connect(**self._options)
+        return connection
+
+    async def _serve_to_end(self, connection: Any) -> bool:
+        if not await self._serve(connection):
+            return False
+        await self._emit_final(self._reader.close_turn())  # CloseStream's last Update
+        return True
 
     async def _serve(self, connection: Any) -> bool:
         """One connection's life; True when the channel finished cleanly, False to reconnect."""
@@ -274,31 +238,9 @@ class FluxChannel:
         self._last_message_at = anyio.current_time()
         self._force_sent_at = None
         self._close_sent = False
-        outcome: list[BaseException] = []
-        closed = anyio.Event()
-
-        async with anyio.create_task_group() as tg:
-
-            async def guarded(work: Callable[[], Awaitable[None]]) -> None:
-                try:
-                    await work()
-                except Exception as exc:
-                    outcome.append(exc)
-                tg.cancel_scope.cancel()  # either side ending ends the connection
-
-            async def read() -> None:
-                try:
-                    await self._read(connection)
-                finally:
-                    closed.set()
-
-            tg.start_soon(guarded, read)
-            tg.start_soon(guarded, lambda: self._pump(connection, closed))
-
-        if outcome:
-            raise outcome[0]
+        closed = await read_and_pump(lambda: self._read(connection), lambda closed: self._pump(connection, closed))
         # Finished: we ended the stream, or Flux closed it after our CloseStream (which cut the pump's wait short).
-        return self._stream_ended or (self._close_sent and closed.is_set())
+        return self._stream_ended or (self._close_sent and closed)
 
     async def _pump(self, connection: Any, closed: anyio.Event) -> None:
         """Audio out (replay first) in ~80 ms sends, pings through silence, stalled turns, and the end of stream."""

@@ -19,10 +19,10 @@ from typing import Any
 import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
-from uvicorn.server import ServerState
 
 from presales_ws.logs import get_logger
 from presales_ws.transport.limits import limits_of
+from presales_ws.transport.reset import ResetTimer
 
 log = get_logger("presales_ws.transport")
 
@@ -30,17 +30,11 @@ log = get_logger("presales_ws.transport")
 class BoundedH11Protocol(H11Protocol):
     """`http=` for uvicorn; see the module docstring for what it bounds and why."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.limits = limits_of(config)
         self._head_timer: asyncio.TimerHandle | None = None
-        self._reset_timer: asyncio.TimerHandle | None = None
+        self._reset = ResetTimer(self.loop, self.limits.close_timeout_s, self._abort)
         self._refused = False
         self._lost = False
 
@@ -50,10 +44,8 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        for timer in (self._head_timer, self._reset_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._reset_timer = None
+        self._head_arrived()
+        self._reset.connection_lost()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -86,11 +78,11 @@ class BoundedH11Protocol(H11Protocol):
 
     def timeout_keep_alive_handler(self) -> None:
         super().timeout_keep_alive_handler()
-        self._reset_unless_closed()
+        self._reset.start()
 
     def shutdown(self) -> None:
         super().shutdown()
-        self._reset_unless_closed()
+        self._reset.start()
 
     # --- timers ----------------------------------------------------------------------------------------------
 
@@ -116,13 +108,7 @@ class BoundedH11Protocol(H11Protocol):
         self._head_arrived()
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self._reset_unless_closed()
+        self._reset.start()
 
-    def _reset_unless_closed(self) -> None:
-        if self._reset_timer is None and not self._lost:
-            self._reset_timer = self.loop.call_later(self.limits.close_timeout_s, self._reset)
-
-    def _reset(self) -> None:
-        self._reset_timer = None
-        if not self._lost:
-            self.transport.abort()
+    def _abort(self) -> None:
+        self.transport.abort()

@@ -17,15 +17,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
 
 from presales_ws.transport.limits import limits_of
+from presales_ws.transport.reset import ResetTimer
 
 ABORT_EXTENSION = "presales.abort"
 
@@ -42,17 +41,11 @@ def abort_connection(scope: Mapping[str, Any]) -> bool:
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     """`ws=` for uvicorn; see the module docstring for what it bounds and why."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.limits = limits_of(config)
         self.close_timeout = self.limits.close_timeout_s  # uvicorn's wait for the peer's close frame (10 s)
-        self._reset_timer: asyncio.TimerHandle | None = None
+        self._reset = ResetTimer(self.loop, self.limits.close_timeout_s, self.abort)
 
     def abort(self) -> None:
         """Drop the connection without flushing: nothing still buffered for this peer is worth waiting for."""
@@ -61,13 +54,10 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def reset_unless_closed(self) -> None:
         """The peer has `close_timeout_s` to finish closing (and read what is buffered for it), then an RST."""
-        if self._reset_timer is None and not self.disconnected:
-            self._reset_timer = self.loop.call_later(self.limits.close_timeout_s, self.abort)
+        self._reset.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._reset_timer is not None:
-            self._reset_timer.cancel()
-            self._reset_timer = None
+        self._reset.connection_lost()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
