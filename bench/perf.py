@@ -237,12 +237,14 @@ def run_load(
     on_connected: Any = None,
     generator: str = "bench.load",
     also_measured: psutil.Process | None = None,
+    generator_args: Sequence[str] = (),
 ) -> Step:
     """Run bench/load.py (or `generator`) in its own pinned process; sample the server's CPU (and that of
     `also_measured`, another process the run depends on) over the measurement window."""
     argv = [sys.executable, "-m", generator, "--url", url, "--sessions", str(sessions), "--seconds", str(seconds)]
     if generator == "bench.load":
         argv += ["--mode", mode] + (["--dump-frames"] if dump_frames else [])
+    argv += generator_args
     process = subprocess.Popen(pinned(argv, core), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     lines: queue.Queue[str | None] = queue.Queue()
 

@@ -117,7 +117,12 @@ def us_per_frame(step: Step) -> float:
 
 
 def measure(
-    steps: Sequence[int], seconds: float, log_dir: Path, budget: Budget, variants: Sequence[Variant] = DEFAULT_VARIANTS
+    steps: Sequence[int],
+    seconds: float,
+    log_dir: Path,
+    budget: Budget,
+    variants: Sequence[Variant] = DEFAULT_VARIANTS,
+    audio: str = "speech",
 ) -> list[list[Step]]:
     """Per N, one step per target (the relay first), one after the other."""
     server_core, load_core = cores()
@@ -139,6 +144,7 @@ def measure(
                         load_core,
                         generator="bench.relay_load",
                         also_measured=upstream_process,
+                        generator_args=["--audio", audio],
                     )
                 step.target = target.name
                 row.append(step)
@@ -173,7 +179,7 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
-def report(rows: list[list[Step]], seconds: float, command: str) -> str:
+def report(rows: list[list[Step]], seconds: float, command: str, audio: str = "speech") -> str:
     table = [
         "| server | N | p50 ms | p99 ms | max ms | server CPU % | µs CPU / frame | RSS MiB |"
         " generator CPU % | upstream CPU % | answers lost | |",
@@ -202,12 +208,18 @@ def report(rows: list[list[Step]], seconds: float, command: str) -> str:
         f"{name} **{capacity([s for row in rows for s in row if s.target == name])}**"
         for name in ["bare relay", *names]
     )
+    heard = (
+        "real recorded speech (tests/fixtures/real end to end, each session from its own offset)"
+        if audio == "speech"
+        else "a quiet steady signal (the energy gate then skips Silero almost always)"
+    )
     return f"""## Deepgram path against a bare relay (`bench/relay.py`)
 
 `{command}` ({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, Python {platform.python_version()},
 load average at the end {", ".join(f"{x:.2f}" for x in os.getloadavg())})
 
 N sessions stream 16 kHz mono s16 at real time in 20 ms frames for {seconds:g} s after a 1 s staggered start,
+{heard},
 through the server on core 0 to a Deepgram-compatible upstream (`bench/peers/deepgram_cadence.py`, in its own
 process beside the generator on core 1) that answers on the audio's clock, an interim every 0.25 s and a final
 every 1 s. presales-ws runs its real Deepgram engine through the SDK with default settings (text end of turn:
@@ -239,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", default="relay", help="the docs/BENCHMARKS.md section to write")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
+        "--audio",
+        choices=("speech", "quiet"),
+        default="speech",
+        help="real recorded speech (default) or a quiet steady signal (bench/relay_load.py)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -252,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget(args.budget_s)
     with tempfile.TemporaryDirectory(prefix="presales-relay-") as tmp:
         variants = [parse_variant(text) for text in args.variant] or list(DEFAULT_VARIANTS)
-        rows = measure(steps, args.seconds, Path(tmp), budget, variants)
-    body = report(rows, args.seconds, command)
+        rows = measure(steps, args.seconds, Path(tmp), budget, variants, args.audio)
+    body = report(rows, args.seconds, command, args.audio)
     print(body, flush=True)
     if not args.no_write:
         write_section("BENCHMARKS.md", args.section, body, "Benchmarks")

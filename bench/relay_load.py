@@ -10,6 +10,11 @@ frame whose end is the answer's end is the one that completed it. Round trip = t
 message covering it received. Frames between two answers have no answer of their own (they wait for the
 cadence, not for the service) and are not counted.
 
+The audio (`--audio`): `speech` (the default) is the real recorded speech of tests/fixtures/real, each session
+starting at its own place in it, so the service's end of turn (Silero VAD behind an energy gate) works as on a
+call; `quiet` is the same quiet, steady signal in every frame (the energy gate then skips Silero almost always:
+what the figures before 2026-11-25 22:40 UTC measured).
+
 Output, as bench/load.py's for bench/perf.py's `run_load`: `PHASE` lines, then one `RESULT <json>` line.
 """
 
@@ -21,8 +26,9 @@ import contextlib
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,6 +45,7 @@ from bench.load import (
     raise_open_files_limit,
 )
 
+REAL_SPEECH = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "real"
 ANSWER_EVERY_S = 0.25  # the upstream's interim cadence: one answer per this much audio
 CONNECT_CONCURRENCY = 64
 DRAIN_S = 2.0
@@ -103,7 +110,35 @@ async def receive(ws: ClientConnection, log: Log) -> None:
             log.received_at[frame] = now
 
 
-async def stream(ws: ClientConnection, log: Log, start_at: float, tail: bytes) -> None:
+Frames = Callable[[int], bytes]  # sequence -> that frame's bytes
+
+
+def quiet_frames() -> Frames:
+    tail = frame_tail()
+    return lambda sequence: sequence.to_bytes(8, "little") + tail
+
+
+def speech_frames(index: int, sessions: int) -> Frames:
+    """Session `index`'s frames: the real-speech fixtures end to end (16 kHz mono s16), from its own offset."""
+    speech = _speech()
+    count = len(speech) // FRAME_BYTES
+    first = index * count // max(1, sessions)
+    return lambda sequence: speech[(first + sequence) % count * FRAME_BYTES :][:FRAME_BYTES]
+
+
+_speech_cache: list[bytes] = []
+
+
+def _speech() -> bytes:
+    if not _speech_cache:
+        from presales_ws.client.wavfile import read_wav
+
+        pcm = [read_wav(path).pcm for path in sorted(REAL_SPEECH.glob("*.wav"))]
+        _speech_cache.append(b"".join(pcm))
+    return _speech_cache[0]
+
+
+async def stream(ws: ClientConnection, log: Log, start_at: float, frames: Frames) -> None:
     for sequence in range(log.n_frames):
         due = start_at + sequence * FRAME_S
         delay = due - time.monotonic()
@@ -112,10 +147,10 @@ async def stream(ws: ClientConnection, log: Log, start_at: float, tail: bytes) -
         now = time.monotonic()
         log.sent_at[sequence] = now
         log.send_lag_s.append(now - due)
-        await ws.send(sequence.to_bytes(8, "little") + tail)
+        await ws.send(frames(sequence))
 
 
-async def run(url: str, sessions: int, seconds: float) -> dict[str, object]:
+async def run(url: str, sessions: int, seconds: float, audio: str = "speech") -> dict[str, object]:
     raise_open_files_limit(sessions * 2 + 256)
     n_frames = round((STAGGER_S + seconds) / FRAME_S)
     logs = [Log(n_frames) for _ in range(sessions)]
@@ -126,7 +161,7 @@ async def run(url: str, sessions: int, seconds: float) -> dict[str, object]:
     go = asyncio.Event()
     start_at = 0.0
     refusals: dict[str, int] = {}
-    tail = frame_tail()
+    quiet = quiet_frames()
 
     def settle() -> None:
         nonlocal settled
@@ -152,7 +187,8 @@ async def run(url: str, sessions: int, seconds: float) -> dict[str, object]:
             receiver = asyncio.create_task(receive(ws, log))
             try:
                 await go.wait()
-                await stream(ws, log, start_at + STAGGER_S * index / sessions, tail)
+                frames = quiet if audio == "quiet" else speech_frames(index, sessions)
+                await stream(ws, log, start_at + STAGGER_S * index / sessions, frames)
                 await asyncio.sleep(DRAIN_S)
             except ConnectionClosed:
                 pass
@@ -209,6 +245,7 @@ async def run(url: str, sessions: int, seconds: float) -> dict[str, object]:
         "client_cpu_pct": round(100 * cpu_s / max(1e-9, clock_end - clock_start), 1),
         "errors": sum(log.errors for log in logs),
         "bytes_per_frame": FRAME_BYTES,
+        "audio": audio,
     }
 
 
@@ -217,9 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--audio", choices=("speech", "quiet"), default="speech")
     args = parser.parse_args(argv)
     install_uvloop()
-    result = asyncio.run(run(args.url, args.sessions, args.seconds))
+    if args.audio == "speech":
+        _speech()  # read before the clock starts
+    result = asyncio.run(run(args.url, args.sessions, args.seconds, args.audio))
     print("RESULT " + msgspec.json.encode(result).decode(), flush=True)
     print(f"bench.relay_load: {result}", file=sys.stderr)
     return 0 if result["connected"] == args.sessions else 1
