@@ -127,16 +127,18 @@ class Intake:
             return
         if not data:
             return
-        now = time.monotonic()
+        now = self.last_heard  # the frame's arrival: the receive loop has just read the clock
         declaration, bucket = self.declaration, self.bucket
         try:
             if self.first_audio_at is None:
                 self.first_audio_at = now
                 self._first_audio(stream, data)
-            decoded = declaration.input.feed(data, bucket.available())
+            budget_s = bucket.available()
+            decoded = declaration.input.feed(data, budget_s)
             pcm = decoded.pcm
             seconds = len(pcm) / self._bytes_per_second
-            declaration.check_rate(self.audio_s + seconds, now - self.first_audio_at, bucket.rate)
+            if not declaration.rate_settled:
+                declaration.check_rate(self.audio_s + seconds, now - self.first_audio_at, bucket.rate)
         except UndeclaredFormat as exc:
             self.session.log.info("session.undeclared_format", code=exc.code)
             self.session.outbound.send_error(exc.code, f"{exc.message}; the session ends")
@@ -148,7 +150,9 @@ class Intake:
                 return
         reader = self._reader
         if pcm:
-            if not bucket.take(seconds):
+            if seconds <= budget_s:
+                bucket.spend(seconds)
+            elif not bucket.take(seconds):  # `take` refills first: decoding a large frame takes a while
                 await self.on_flood(stream, seconds)
                 if reader is not None and not self.stopping:
                     await reader.send_container(b"", None)
