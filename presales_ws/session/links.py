@@ -48,7 +48,7 @@ class Links:
         self.link = first
         self.websocket = first.websocket  # the socket the session writes to: a resuming one once it is greeted
         self.lost = False  # the connection broke (or went silent) without `stop`: keep the session
-        self.close: tuple[int, str] | None = None  # a close to send once the connection's tasks are gone
+        self.pending_close: tuple[int, str] | None = None  # a close to send once the connection's tasks are gone
         self.parked = False
         self.parked_at: float | None = None
         self.next_links, self._waiting = anyio.create_memory_object_stream[Link](1)
@@ -83,7 +83,7 @@ class Links:
         superseded it, if one did."""
         link, session = self.link, self.session
         link.taken = True
-        self.lost, self.close, successor = False, None, None
+        self.lost, self.pending_close, successor = False, None, None
         if link.resumed and not await self.greet(link):
             self.lost = True
             link.done.set()
@@ -96,8 +96,8 @@ class Links:
             tg.start_soon(session.heartbeat)
             successor = await self._await_successor()
             tg.cancel_scope.cancel()
-        if self.close is not None:
-            code, reason = self.close
+        if self.pending_close is not None:
+            code, reason = self.pending_close
             superseded = Error("superseded", "another connection resumed this session")
             await self.close_socket(code, reason, error=superseded if code == CloseCode.SUPERSEDED else None)
         link.done.set()
@@ -109,7 +109,7 @@ class Links:
             self.successor_scope = scope
             link = await self._waiting.receive()
             self.session.log.info("session.superseded")
-            self.lost, self.close = True, (int(CloseCode.SUPERSEDED), "superseded")
+            self.lost, self.pending_close = True, (int(CloseCode.SUPERSEDED), "superseded")
             return link
         return None
 
@@ -174,12 +174,13 @@ class Links:
         else:
             self.lose()
 
-    def lose(self, close: tuple[int, str] | None = None) -> None:
-        """The connection broke or went silent without `stop`: end it, keep the session (resume off: end it)."""
+    def lose(self, then_close: tuple[int, str] | None = None) -> None:
+        """The connection broke or went silent without `stop`: end it (with `then_close`, if it can still take a
+        close), keep the session (resume off: end it)."""
         if not self.session.resume_token:
             self.session.task_group.cancel_scope.cancel()
             return
-        self.lost, self.close = True, close
+        self.lost, self.pending_close = True, then_close
         self.successor_scope.cancel()
 
     async def close_socket(self, code: int, reason: str, *, error: Error | None = None) -> None:
