@@ -14,6 +14,7 @@ from presales_ws.containers import OGG_MAGIC, WEBM_MAGIC
 from presales_ws.protocol import CONTAINER_ENCODINGS, SAMPLE_RATES_HZ, Encoding, ErrorCode, SessionParams, Start
 
 FORMAT_FIELDS = ("sample_rate", "channels", "encoding")
+RATE_FIELDS = frozenset({"sample_rate", "encoding"})  # either one, declared, says what rate the audio has
 # The rate of undeclared audio is taken from 1 s to 3 s after its first frame: a client's start-up burst (a
 # backlog kept while it connected) falls before the window and cannot pass for a higher sample rate.
 RATE_WINDOW_S = (1.0, 3.0)
@@ -44,7 +45,8 @@ class Declaration:
         self.stream = AudioFormat(rate, self.channels)  # what the transcriber is opened at, for the whole session
         self.input: AudioInput = self._input()
         self._rate_mark: tuple[float, float] | None = None  # (elapsed, audio seconds) when the window opened
-        self._rate_checked = False
+        # No rate left to check: it was declared, or measured once. Read per frame, so a flag, not a set test.
+        self.rate_settled = bool(declared & RATE_FIELDS)
 
     def _input(self) -> AudioInput:
         return audio_input(self.encoding, AudioFormat(self.sample_rate, self.channels), self.stream)
@@ -64,6 +66,7 @@ class Declaration:
         self.encoding = said.get("encoding", self.encoding)
         self.sample_rate = said.get("sample_rate", self.sample_rate)
         self.declared = self.declared | said.keys()
+        self.rate_settled = self.rate_settled or bool(self.declared & RATE_FIELDS)
         self.input = self._input()
         return None
 
@@ -81,7 +84,7 @@ class Declaration:
 
     def check_rate(self, audio_s: float, elapsed_s: float, rate_limit_factor: float) -> None:
         """Undeclared PCM, `audio_s` of it `elapsed_s` after its first frame: is it another rate than 16 kHz?"""
-        if self._rate_checked or self.declared & {"sample_rate", "encoding"} or elapsed_s < RATE_WINDOW_S[0]:
+        if self.rate_settled or elapsed_s < RATE_WINDOW_S[0]:
             return
         if self._rate_mark is None:
             self._rate_mark = (elapsed_s, audio_s)
@@ -89,7 +92,7 @@ class Declaration:
         window_s = elapsed_s - self._rate_mark[0]
         if window_s < RATE_WINDOW_S[1] - RATE_WINDOW_S[0]:
             return
-        self._rate_checked = True
+        self.rate_settled = True
         speed = (audio_s - self._rate_mark[1]) / window_s
         if speed <= max(UNDECLARED_RATE_FACTOR, rate_limit_factor):
             return

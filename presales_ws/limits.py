@@ -36,6 +36,10 @@ class TokenBucket:
         self._tokens -= amount
         return True
 
+    def spend(self, amount: float) -> None:
+        """Take `amount` that `available()` has just allowed: `take` without a second refill (and clock read)."""
+        self._tokens -= amount
+
 
 class Flood:
     """Audio refused by the rate limit, counted as episodes: refusals less than `gap_s` apart are one flood.

@@ -228,7 +228,7 @@ async def test_a_drain_ends_a_parked_session_without_waiting_for_its_window() ->
             proxy.cut()
             await proxy.stop()
             sessions = server.service.local_sessions
-            assert await anyio.to_thread.run_sync(server.wait_until, lambda: any(s.parked for s in sessions))
+            assert await anyio.to_thread.run_sync(server.wait_until, lambda: any(s.links.parked for s in sessions))
         left = await anyio.to_thread.run_sync(lambda: server.call(server.service.drain).result(timeout=30))
         assert left == 0 and len(server.service.registry) == 0  # not kept for its 600 s window
     finally:

@@ -1,0 +1,60 @@
+"""What another instance needs to go on with a session (REDIS_URL): its state, written when it changes
+(each final, each ping, parking), at once before a drain's 1012, and forgotten when the session ends here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from presales_ws.protocol import CloseCode
+from presales_ws.resume.state import SessionState
+
+if TYPE_CHECKING:
+    from presales_ws.session.lifecycle import Session
+
+
+class Sharing:
+    """One session's shared state; every method is a no-op without REDIS_URL or a resume token."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def state(self) -> SessionState:
+        """What another instance needs to go on with this session."""
+        session = self.session
+        channels = range(session.format.channels)
+        prompter, replay, floor = session.prompter, session.outbound.replay, session.outbound.finals_floor
+        return SessionState(
+            session_id=session.session_id,
+            key_id=session.admission.key_id,
+            sample_rate=session.format.sample_rate,
+            channels=session.format.channels,
+            channel_roles=session.channel_roles,
+            questions=session.tracker.evidence,
+            context=[(line.speaker, line.text) for line in prompter.context] if prompter else [],
+            unanswered=[lookup.question for lookup in prompter.pending if lookup.question] if prompter else [],
+            finals_end=[max(replay.delivered_end(c), floor.get(c, 0.0)) for c in channels],
+            received_s=session.intake.received_s,
+        )
+
+    def share(self) -> None:
+        """Queue this session's state for Redis; never waits (the write happens off the hot path)."""
+        session = self.session
+        if session.service.shared is not None and session.digest:
+            session.service.shared.save(session.digest, self.state())
+
+    async def share_now(self) -> None:
+        """Before a drain's 1012: the state another instance takes the session up from, written first."""
+        session = self.session
+        if session.service.shared is not None and session.digest:
+            await session.service.shared.save_now(session.digest, self.state())
+
+    def unshare(self) -> None:
+        """The session is over here: its lease goes; unless a drain handed it on, nobody may resume it."""
+        session = self.session
+        shared = session.service.shared
+        if shared is None:
+            return
+        if session.admission.key_id:
+            shared.release_lease(session.admission.key_id, session.session_id)
+        if session.digest and session.end_code != CloseCode.SERVICE_RESTART:
+            shared.forget(session.digest)
