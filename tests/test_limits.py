@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 from presales_ws.client import SessionRefused, connect
 from presales_ws.client.wavfile import read_wav
 from presales_ws.limits import Flood, TokenBucket
-from presales_ws.protocol import Error, ServerMessage, Status
+from presales_ws.protocol import Error, Pong, ServerMessage, Status
 from tests.conftest import LiveServer, make_settings
 from tests.support import FIXTURES, final_text, reference_text, send_file, word_error_rate
 
@@ -93,16 +93,24 @@ async def test_drain_flushes_every_session_and_closes_1012() -> None:
         pcm = read_wav(FIXTURES / file).pcm
         cut = len(pcm) * 3 // 4 // 640 * 640  # mid-sentence: "... Salesforce and HubSpot" not yet ended
 
+        received = anyio.Semaphore(0)
+
         async def one() -> None:
             async with connect(server.ws_url) as session:
                 await session.send_pcm(pcm[:cut])
-                results.append(([m async for m in session], session.close_code))
+                await session.ping(ts=1.0)  # its pong: the server has taken every frame sent before it
+                messages: list[object] = []
+                async for message in session:
+                    messages.append(message)
+                    if isinstance(message, Pong):
+                        received.release()
+                results.append((messages, session.close_code))
 
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(one)
-            await anyio.to_thread.run_sync(server.wait_until, lambda: len(server.service.registry) == 3)
-            await anyio.sleep(0.5)  # the audio is in; its final is not out yet
+            for _ in range(3):
+                await received.acquire()  # every session's audio is in; its final is not out yet
             future = server.call(server.service.drain)
             assert await anyio.to_thread.run_sync(future.result, 30) == 0
         for messages, close_code in results:
