@@ -108,6 +108,9 @@ class Reading:
     confidence: float | None
     full_stop: float | None
 
+    def heard(self) -> Heard:
+        return Heard(self.text, self.confidence, self.full_stop)
+
 
 def read_wav(path: Path) -> Samples:
     with wave.open(str(path)) as w:
@@ -261,13 +264,13 @@ def table(readings: list[Reading], rules: dict[str, Cue]) -> list[str]:
     for name, rule in rules.items():
         for half in ("tuning", "held-out"):
             mine = [r for r in readings if half_of[r.source] == half]
-            cues = [(r, rule(Heard(r.text, r.confidence, r.full_stop)).value == TurnCue.COMPLETE.value) for r in mine]
+            cues = [(r, rule(r.heard()).value == TurnCue.COMPLETE.value) for r in mine]
             mid = [done for r, done in cues if not r.complete]
             ends = [done for r, done in cues if r.complete]
             fixtures = [done for r, done in cues if r.kind == "paused-fixture"]
             rows.append(
-                f"| {name} | {half} | {sum(mid)}/{len(mid)} ({sum(mid) / len(mid):.0%}) | "
-                f"{sum(ends)}/{len(ends)} ({sum(ends) / len(ends):.0%}) | {sum(fixtures)}/{len(fixtures)} |"
+                f"| {name} | {half} | {sum(mid)}/{len(mid)} ({sum(mid) / max(1, len(mid)):.0%}) | "
+                f"{sum(ends)}/{len(ends)} ({sum(ends) / max(1, len(ends)):.0%}) | {sum(fixtures)}/{len(fixtures)} |"
             )
     return rows
 
