@@ -261,8 +261,10 @@ def set_rows(name: str, figures: Figures) -> list[str]:
     return rows
 
 
-async def measure(quick: bool, only: list[str], verbose: bool = False, capacity_steps: bool = True) -> str:
-    fixtures = load_fixtures()
+async def measure(
+    quick: bool, only: list[str], verbose: bool = False, capacity_steps: bool = True, sets: tuple[str, ...] = ()
+) -> str:
+    fixtures = [f for f in load_fixtures() if not sets or f.set in sets]
     if quick:
         seen: set[str] = set()
         fixtures = [f for f in fixtures if not (f.set in seen or seen.add(f.set))]  # type: ignore[func-returns-value]
@@ -323,6 +325,7 @@ def main() -> None:
         "--variant", action="append", default=[], help="KEY=VALUE[,KEY=VALUE]: the default with these; writes nothing"
     )
     parser.add_argument("--steps", help="capacity steps, e.g. 1,8 (default: 1,2,4,...,16); writes nothing")
+    parser.add_argument("--sets", help="fixture sets only, e.g. real,paused (default: all); writes nothing")
     args = parser.parse_args()
     global CAPACITY_STEPS
     if args.steps:
@@ -340,9 +343,10 @@ def main() -> None:
             args.only.append(variant)
         for name in CONFIGS:
             CONFIGS[name] = {**CONFIGS[name], **dict(item.split("=", 1) for item in args.set)}
-        table = anyio.run(measure, args.quick, args.only, args.verbose, not args.no_capacity)
+        sets = tuple(args.sets.split(",")) if args.sets else ()
+        table = anyio.run(measure, args.quick, args.only, args.verbose, not args.no_capacity, sets)
     print(table)
-    if not (args.quick or args.only or args.no_capacity or args.set or comparing or args.steps):
+    if not (args.quick or args.only or args.no_capacity or args.set or comparing or args.steps or args.sets):
         write_section(
             "BENCHMARKS.md",
             "embedded-engines",

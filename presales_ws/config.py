@@ -90,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_decode_ahead_ms: Annotated[
         int, Meta(ge=32, le=5000, description="embedded: pause at which words are read (<= TURN_COMPLETE_MS)")
     ] = 96
+    turn_full_stop_threshold: Annotated[
+        float, Meta(ge=0, le=1, description="embedded: a full stop the model gives below this is none (0 = off)")
+    ] = 0.5
 
     # --- sessions
     heartbeat_interval_s: Annotated[float, Meta(gt=0, description="server pings")] = 15.0

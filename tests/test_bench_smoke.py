@@ -99,3 +99,26 @@ def test_relay_bench_answers_on_the_cadence_through_both_servers(tmp_path: Path)
         assert result["frames_lost"] == 0
         assert result["rtt_p50_ms"] <= result["rtt_p99_ms"] <= result["rtt_max_ms"]
         assert math.isfinite(step.server_cpu_pct) and math.isfinite(step.other_cpu_pct)
+
+
+def test_turn_cue_bench_counts_each_half_and_reads_main_s_rules() -> None:
+    """bench/turn_cues.py's table from readings (no decoding): splits and early finals per half, and main's
+    turns.py loaded from git beside this tree's."""
+    from bench.turn_cues import Reading, main_cue, table
+    from presales_ws.transcribers.turns import TurnPolicy
+
+    readings = [
+        Reading("espeak", "a", False, "And you always", "And you always.", 0.95, 0.34),
+        Reading("espeak", "a", True, "Can we try it?", "Can we try it?", 0.98, 0.93),
+        Reading("espeak", "b", False, "How do you", "How do you?", 0.95, 0.9),
+        Reading("espeak", "b", True, "Not yet.", "Not yet.", 0.9, 0.45),
+    ]
+    rows = table(readings, {"off": TurnPolicy().cue, "0.5": TurnPolicy(full_stop_threshold=0.5).cue})
+    assert rows[2:] == [
+        "| off | tuning | 0/1 (0%) | 1/1 (100%) | 0/0 |",
+        "| off | held-out | 0/1 (0%) | 1/1 (100%) | 0/0 |",
+        "| 0.5 | tuning | 0/1 (0%) | 1/1 (100%) | 0/0 |",
+        "| 0.5 | held-out | 0/1 (0%) | 0/1 (0%) | 0/0 |",
+    ]
+    before = main_cue("HEAD")
+    assert before(readings[1].heard()).value == "complete"

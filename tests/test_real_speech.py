@@ -94,3 +94,21 @@ def test_paused_sentence_holds_700_ms_of_silence_inside_its_speech(entry: dict[s
     assert not samples[a:b].any()
     assert utterance["start_s"] < utterance["pause_start_s"] < utterance["pause_end_s"] < utterance["end_s"]
     assert utterance["text"].startswith(utterance["words_before_pause"])
+
+
+def test_the_model_says_how_sure_it_is_of_a_full_stop(decoder: MoonshineDecoder) -> None:
+    """A finished sentence's full stop is a sure one; the full stop Moonshine puts after a real speaker's
+    "And you always" at a mid-sentence pause is not (TURN_FULL_STOP_THRESHOLD reads it as no full stop)."""
+    audio, _ = utterance_audio(next(e for e in REAL if e["file"] == "real/arctic_slt_a0009.wav"))
+    sentence = decoder.hear(audio)
+    assert sentence.text.endswith(".") and sentence.full_stop is not None and sentence.full_stop >= 0.5
+    entry = next(e for e in PAUSED if e["file"] == "paused/arctic_awb_a0007.wav")
+    samples = np.frombuffer(read_wav(FIXTURES / entry["file"]).pcm, dtype="<i2").astype(np.float32) / 32768.0
+    utterance = entry["utterances"][0]
+    # As the engine reads the pause: the speech (with its pre-roll) and 160 ms of the silence after it.
+    a = round((utterance["start_s"] - 0.224) * SAMPLE_RATE_HZ)
+    b = round((utterance["pause_start_s"] + 0.16) * SAMPLE_RATE_HZ)
+    fragment = decoder.hear(samples[a:b])
+    assert words(fragment.text) == words("And you always")
+    assert fragment.full_stop is None or fragment.full_stop < 0.5
+    assert decoder.hear(np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)) == ("", None, None)

@@ -38,7 +38,7 @@ from presales_ws.transcribers.base import (
     TranscriptEvent,
     serving,
 )
-from presales_ws.transcribers.turns import TurnCue, TurnPolicy, turn_cue
+from presales_ws.transcribers.turns import Heard, TurnCue, TurnPolicy
 from presales_ws.transcribers.utterances import Decode, UtteranceSegmenter
 from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, Samples, VoiceReader
 
@@ -72,6 +72,12 @@ class Decoder(Protocol):
         ...
 
 
+class Hearer(Protocol):
+    def hear(self, audio: Samples) -> Heard:
+        """The words of one utterance and how sure the model is of them (and of their final full stop)."""
+        ...
+
+
 class FinalDecoder:
     """Moonshine's words, or Whisper tiny.en's when Moonshine is unsure of them.
 
@@ -79,25 +85,30 @@ class FinalDecoder:
     every one it gets wrong on synthetic voices scores below 0.8, where tiny.en does better.
     """
 
-    def __init__(self, accurate: Decoder, fallback: Decoder) -> None:
+    def __init__(self, accurate: Hearer, fallback: Decoder) -> None:
         self._accurate = accurate
         self._fallback = fallback
 
     def decode(self, audio: Samples) -> tuple[str, float | None]:
-        text, confidence = self._accurate.decode(audio)
+        text, confidence, _ = self.hear(audio)
+        return text, confidence
+
+    def hear(self, audio: Samples) -> Heard:
+        heard = self._accurate.hear(audio)
         # A mean over a few tokens says little: short phrases ("No matter.") score low on clear real speech, and
         # a second decode would double their cost under load for words no better.
-        unsure = confidence is not None and confidence < FALLBACK_CONFIDENCE and len(text.split()) >= FALLBACK_MIN_WORDS
-        if confidence is None or unsure:
-            return self._fallback.decode(audio)
-        return text, confidence
+        if heard.confidence is None:
+            return Heard(*self._fallback.decode(audio))
+        if heard.confidence < FALLBACK_CONFIDENCE and len(heard.text.split()) >= FALLBACK_MIN_WORDS:
+            return Heard(*self._fallback.decode(audio))  # tiny.en says nothing of its full stops
+        return heard
 
 
 class Decoders(msgspec.Struct, frozen=True):
     """The process's models: one for interims, one for finals (the same one with LOCAL_FINAL_MODEL=whisper)."""
 
     interim: Decoder
-    final: Decoder
+    final: Hearer
 
 
 class WhisperDecoder:
@@ -154,6 +165,9 @@ class WhisperDecoder:
         if not text or (result.no_speech_prob > NO_SPEECH_PROBABILITY and avg_logprob < MIN_AVG_LOGPROB):
             return "", None
         return text, round(min(1.0, math.exp(avg_logprob)), 3)
+
+    def hear(self, audio: Samples) -> Heard:
+        return Heard(*self.decode(audio))
 
 
 def default_model_path() -> str:
@@ -322,7 +336,7 @@ class _Channel:
         self.interim_shown = False  # an interim with text is on the client's screen for this utterance
         # The words of recent decode-aheads, and what they said of the turn: a final of the same audio needs no
         # decode of its own, and a final that closed before they were read is cut by them (segmenter.split).
-        self.read_ahead: dict[tuple[float, int], tuple[TurnCue, str, float | None]] = {}
+        self.read_ahead: dict[tuple[float, int], tuple[TurnCue, Heard]] = {}
         self.waiting_interim: anyio.CancelScope | None = None  # an interim waiting for a thread
 
     def feed(self, heard: tuple[Samples, list[float]], *, last: bool = False) -> None:
@@ -363,7 +377,7 @@ class LocalStream:
         # The words are read before the pause is TURN_COMPLETE_MS long; the decoder still hears that much silence
         # after the speech (digital silence for the rest): with less, Moonshine ends more finished sentences with
         # a comma or nothing ("... seven of hearts,"), which then wait as unfinished ones do.
-        policy = turn_policy(settings)
+        self._policy = policy = turn_policy(settings)
         pad_ms = policy.complete_ms - policy.decode_ahead_ms
         self._final_pad = np.zeros(pad_ms * SAMPLE_RATE_HZ // 1000, dtype=np.float32)
 
@@ -404,81 +418,98 @@ class LocalStream:
                 tg.start_soon(self._decode_loop, channel)
 
     async def _decode_loop(self, channel: _Channel) -> None:
-        while True:
-            while not channel.jobs:
-                if channel.finished:
-                    return
-                await channel.wake.wait()
-                channel.wake = anyio.Event()
-            job = channel.jobs.popleft()
+        while (job := await self._next_job(channel)) is not None:
             if job.cuts:
-                cues = {key: cue for key, (cue, _, _) in channel.read_ahead.items()}
+                cues = {key: cue for key, (cue, _) in channel.read_ahead.items()}
                 channel.jobs.extendleft(reversed(channel.segmenter.split(job, cues)))
                 continue
-            ahead = channel.read_ahead.get(job.key) if job.is_final else None
-            if ahead is not None:
-                _, text, confidence = ahead  # decoded ahead, while the pause was still going on
-            else:
-                try:
-                    decoded = await self._decode(channel, job)
-                except Exception as exc:  # a decode that fails must not end the session
-                    log.exception("transcriber.decode_failed", channel=channel.index)
-                    await self._send.send(
-                        TranscriberFailure("transcriber_failed", f"decode failed: {type(exc).__name__}")
-                    )
-                    continue
-                if decoded is None:
-                    continue  # an interim superseded while it waited for a thread
-                text, confidence = decoded
+            heard = await self._words(channel, job)
+            if heard is None:
+                continue
             eager = False
             if job.speculative:
-                cue = turn_cue(text, confidence) if text else TurnCue.UNSURE
-                channel.read_ahead[job.key] = (cue, text, confidence)
-                if len(channel.read_ahead) > MAX_READ_AHEAD:
-                    del channel.read_ahead[next(iter(channel.read_ahead))]
-                decodes = channel.segmenter.cue(job.key, cue)
-                if decodes:
-                    # The turn ended at this pause: the final, from these very words (and the next utterance's
-                    # decode-ahead if the speaker went on meanwhile). Queued plain interims held both sentences:
-                    # stale. Later decode-aheads are not: their words still decide their pauses.
-                    channel.jobs = deque([*decodes, *(j for j in channel.jobs if j.speculative)])
+                ended, eager = self._read_pause(channel, job, heard)
+                if ended:
                     continue
-                eager = cue is not TurnCue.INCOMPLETE and channel.segmenter.settled(job.key)
-            if not job.is_final:
-                if not text or channel.jobs:
-                    continue  # nothing heard yet, or already superseded by newer audio
-                channel.interim_shown = True
-            else:
-                if not text and not channel.interim_shown:
-                    continue  # nothing to confirm, and no interim to clear on the client
-                channel.interim_shown = False
-            await self._send.send(
-                TranscriptEvent(
-                    text=text,
-                    is_final=job.is_final,
-                    channel=channel.index,
-                    start=job.start,
-                    end=job.end,
-                    confidence=confidence,
-                    utterance_end=job.utterance_end,
-                    eager=eager,
-                )
-            )
+            await self._deliver(channel, job, heard, eager=eager)
 
-    async def _decode(self, channel: _Channel, job: Decode) -> tuple[str, float | None] | None:
+    @staticmethod
+    async def _next_job(channel: _Channel) -> Decode | None:
+        """The channel's next decode, once there is one; None when its audio is over and all are done."""
+        while not channel.jobs:
+            if channel.finished:
+                return None
+            await channel.wake.wait()
+            channel.wake = anyio.Event()
+        return channel.jobs.popleft()
+
+    async def _words(self, channel: _Channel, job: Decode) -> Heard | None:
+        """The job's words: decoded ahead already (a final of a read pause), or decoded now. None when there is
+        nothing to send: the decode failed (reported), or an interim was superseded while it waited."""
+        ahead = channel.read_ahead.get(job.key) if job.is_final else None
+        if ahead is not None:
+            return ahead[1]  # decoded ahead, while the pause was still going on
+        try:
+            return await self._decode(channel, job)
+        except Exception as exc:  # a decode that fails must not end the session
+            log.exception("transcriber.decode_failed", channel=channel.index)
+            await self._send.send(TranscriberFailure("transcriber_failed", f"decode failed: {type(exc).__name__}"))
+            return None
+
+    def _read_pause(self, channel: _Channel, job: Decode, heard: Heard) -> tuple[bool, bool]:
+        """A decode-ahead's words decide its pause: whether the turn ended there (its final is queued), and
+        whether the words, shown as an interim, are worth acting on (eager)."""
+        cue = self._policy.cue(heard)
+        channel.read_ahead[job.key] = (cue, heard)
+        if len(channel.read_ahead) > MAX_READ_AHEAD:
+            del channel.read_ahead[next(iter(channel.read_ahead))]
+        decodes = channel.segmenter.cue(job.key, cue)
+        if decodes:
+            # The turn ended at this pause: the final, from these very words (and the next utterance's
+            # decode-ahead if the speaker went on meanwhile). Queued plain interims held both sentences:
+            # stale. Later decode-aheads are not: their words still decide their pauses.
+            channel.jobs = deque([*decodes, *(j for j in channel.jobs if j.speculative)])
+            return True, False
+        return False, cue is not TurnCue.INCOMPLETE and channel.segmenter.settled(job.key)
+
+    async def _deliver(self, channel: _Channel, job: Decode, heard: Heard, *, eager: bool) -> None:
+        """Send the words to the client, unless there is nothing to show or newer words supersede them."""
+        if not job.is_final:
+            if not heard.text or channel.jobs:
+                return  # nothing heard yet, or already superseded by newer audio
+            channel.interim_shown = True
+        else:
+            if not heard.text and not channel.interim_shown:
+                return  # nothing to confirm, and no interim to clear on the client
+            channel.interim_shown = False
+        await self._send.send(
+            TranscriptEvent(
+                text=heard.text,
+                is_final=job.is_final,
+                channel=channel.index,
+                start=job.start,
+                end=job.end,
+                confidence=heard.confidence,
+                utterance_end=job.utterance_end,
+                eager=eager,
+            )
+        )
+
+    async def _decode(self, channel: _Channel, job: Decode) -> Heard | None:
         """Decode on a pool thread; None when an interim's audio was superseded before a thread was free."""
         if job.is_final or job.speculative:
             audio = np.concatenate((job.audio, self._final_pad)) if len(self._final_pad) else job.audio
             async with self._pool.slot(DecodePool.FINAL):
-                return await anyio.to_thread.run_sync(self._decoders.final.decode, audio, limiter=self._pool.limiter)
+                return await anyio.to_thread.run_sync(self._decoders.final.hear, audio, limiter=self._pool.limiter)
         with anyio.CancelScope() as waiting:
             channel.waiting_interim = waiting
             try:
                 async with self._pool.slot(DecodePool.INTERIM):
                     channel.waiting_interim = None
-                    return await anyio.to_thread.run_sync(
+                    words = await anyio.to_thread.run_sync(
                         self._decoders.interim.decode, job.audio, limiter=self._pool.limiter
                     )
+                    return Heard(*words)
             finally:
                 channel.waiting_interim = None
         return None

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from presales_ws.transcribers import moonshine_files
+from presales_ws.transcribers.turns import Heard
 
 Samples = npt.NDArray[np.float32]
 
@@ -33,6 +34,7 @@ MIN_AUDIO_S = 0.5  # shorter audio is padded with silence: the encoder needs a f
 MIN_TOKENS, TOKENS_PER_S = 10, 6.5  # speech is ~3-4 tokens a second; a decode past this is looping
 MIN_CONFIDENCE = 0.35  # below this mean token probability the words are guesses at noise
 SILENCE_RMS = 1e-4  # digital silence (and next to it): nothing to decode
+SENTENCE_MARKS = (".", "?", "!")
 
 
 class MoonshineUnavailable(RuntimeError):
@@ -101,28 +103,34 @@ class MoonshineDecoder:
 
     def decode(self, audio: Samples) -> tuple[str, float | None]:
         """Text and a 0-1 confidence (the mean token probability) of one utterance; ("", None) for no speech."""
+        text, confidence, _ = self.hear(audio)
+        return text, confidence
+
+    def hear(self, audio: Samples) -> Heard:
+        """`decode`, and the probability the model gave the sentence mark that ends the text, if one does."""
         if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio)))) < SILENCE_RMS:
-            return "", None
+            return Heard("", None)
         seconds = len(audio) / SAMPLE_RATE_HZ
         if seconds < MIN_AUDIO_S:
             audio = np.concatenate((audio, np.zeros(int((MIN_AUDIO_S - seconds) * SAMPLE_RATE_HZ), np.float32)))
         hidden = self._encoder.run(None, {"input_values": np.ascontiguousarray(audio[np.newaxis], np.float32)})[0]
-        tokens, log_probability = self._greedy(hidden, MIN_TOKENS + math.ceil(TOKENS_PER_S * seconds))
+        tokens, log_probability, last = self._greedy(hidden, MIN_TOKENS + math.ceil(TOKENS_PER_S * seconds))
         text = b"".join(self._pieces[t] for t in tokens).decode("utf-8", "replace").replace(SPACE_MARK, " ").strip()
         confidence = math.exp(log_probability / (len(tokens) + 1))
         if not text or confidence < MIN_CONFIDENCE:
-            return "", None
-        return text, round(confidence, 3)
+            return Heard("", None)
+        marked = self._pieces[tokens[-1]].decode("utf-8", "replace").strip(SPACE_MARK) in SENTENCE_MARKS
+        return Heard(text, round(confidence, 3), round(last, 3) if marked else None)
 
-    def _greedy(self, hidden: npt.NDArray[np.float32], max_tokens: int) -> tuple[list[int], float]:
-        """Greedy decoding with key/value caches: the tokens and the sum of their log-probabilities (the end
-        token's included). The first step computes every cache (cross-attention's once for all); later steps
-        grow the self-attention ones."""
+    def _greedy(self, hidden: npt.NDArray[np.float32], max_tokens: int) -> tuple[list[int], float, float]:
+        """Greedy decoding with key/value caches: the tokens, the sum of their log-probabilities (the end
+        token's included) and the probability of the last token before the end. The first step computes every
+        cache (cross-attention's once for all); later steps grow the self-attention ones."""
         first = {"input_ids": np.array([[START_TOKEN]], np.int64), "encoder_hidden_states": hidden}
         outputs = self._first.run(None, first)
         caches = dict(zip(self._outputs[1:], outputs[1:], strict=True))
         tokens: list[int] = []
-        total = 0.0
+        total = last = 0.0
         for step in range(max_tokens):
             if step:
                 feeds = {name: caches[name] for name in self._next_inputs}
@@ -134,11 +142,13 @@ class MoonshineDecoder:
             logits = outputs[0][0, -1, : len(self._pieces)]  # the vocabulary is padded to 32768 outputs
             token = int(np.argmax(logits))
             top = float(logits[token])
-            total -= math.log(float(np.sum(np.exp(logits - top))))
+            log_p = -math.log(float(np.sum(np.exp(logits - top))))
+            total += log_p
             if token == END_TOKEN:
                 break
             tokens.append(token)
-        return tokens, total
+            last = math.exp(log_p)
+        return tokens, total, last
 
     def close(self) -> None:
         """Drop the sessions (and the ~350 MB of expanded weights they hold)."""

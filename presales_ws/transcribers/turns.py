@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import NamedTuple
 
 import msgspec
 
@@ -45,6 +46,19 @@ _OPENER = frozenset(_OPENERS.split())
 _DETERMINER = frozenset(_DETERMINERS.split())
 _SUBJECTS = frozenset(["i", "we", "you", "they", "he", "she", "it", "there", "that", "this"])
 
+_SUBJECT_PRONOUNS = "i|we|you|they|he|she|it"
+# A subject and an adverb that stands before a verb, and no verb yet: "And you always", "We usually". Adverbs
+# that also end sentences after an object ("we saw it already", "we use it often") are left out.
+_SUBJECT_THEN_ADVERB = re.compile(
+    rf"\b(?:{_SUBJECT_PRONOUNS}) (?:always|never|usually|just|really|actually|also|even|only|still|generally"
+    r"|typically|normally)[.?!]*$"
+)
+# A question word, then its auxiliary and subject with no verb after them: "How do you", "How long does it".
+# Copulas are left out: "How much is it?" is whole.
+_QUESTION_WITHOUT_VERB = re.compile(
+    rf"\b(?:how|what|when|where|why|which|who)\b[^.?!]* (?:do|does|did|can|could|will|would|should|may|might|must)"
+    rf" (?:{_SUBJECT_PRONOUNS})[.?!]*$"
+)
 _WORD = re.compile(r"[a-z']+")
 _TRAILING_QUOTES = "\"')]} "
 
@@ -52,10 +66,25 @@ _TRAILING_QUOTES = "\"')]} "
 CUE_MIN_CONFIDENCE = 0.75  # a model unsure of the words is unsure of their full stop too
 
 
-def turn_cue(text: str, confidence: float | None = None) -> TurnCue:
+class Heard(NamedTuple):
+    """A decoder's words and how sure it was of them: `confidence` is the mean token probability; `full_stop`
+    the probability it gave the final full stop, question or exclamation mark itself (None when the words do not
+    end with one, or the decoder does not say)."""
+
+    text: str
+    confidence: float | None
+    full_stop: float | None = None
+
+
+def turn_cue(
+    text: str, confidence: float | None = None, *, full_stop: float | None = None, full_stop_threshold: float = 0.0
+) -> TurnCue:
     """Read the end of the words so far (punctuated, cased transcript text as the engines give it). Words the
     model heard with a low `confidence` (mean token probability) are never COMPLETE: a fragment like "And you
-    always" comes back as "And you always." at 0.65, where finished sentences score 0.8-0.99."""
+    always" comes back as "And you always." at 0.65, where finished sentences score 0.8-0.99. Nor are words whose
+    full stop the model itself gave below `full_stop_threshold` (its `full_stop` probability): on sentences cut at a
+    pause, Moonshine often ends the fragment with a full stop it is unsure of; finished sentences' marks mostly
+    score higher (docs/BENCHMARKS.md, "Paused sentences")."""
     stripped = text.rstrip(_TRAILING_QUOTES)
     if not stripped:
         return TurnCue.UNSURE
@@ -73,7 +102,13 @@ def turn_cue(text: str, confidence: float | None = None) -> TurnCue:
         return TurnCue.INCOMPLETE
     if last in _AUXILIARY and not (len(words) >= 2 and words[-2] in _SUBJECTS):
         return TurnCue.INCOMPLETE  # "the plan would" goes on; "yes, we can." / "I think it is." end
-    if stripped.endswith((".", "?", "!")) and (confidence is None or confidence >= CUE_MIN_CONFIDENCE):
+    lower = stripped.lower()
+    if _SUBJECT_THEN_ADVERB.search(lower) or _QUESTION_WITHOUT_VERB.search(lower):
+        return TurnCue.INCOMPLETE
+    sure = (confidence is None or confidence >= CUE_MIN_CONFIDENCE) and (
+        full_stop is None or full_stop >= full_stop_threshold
+    )
+    if stripped.endswith((".", "?", "!")) and sure:
         return TurnCue.COMPLETE
     return TurnCue.UNSURE
 
@@ -86,6 +121,7 @@ class TurnPolicy(msgspec.Struct, frozen=True):
     incomplete_ms: int = 1500
     fixed: bool = False
     read_ahead_ms: int = 0  # see decode_ahead_ms; 0 = complete_ms
+    full_stop_threshold: float = 0.0  # a full stop the model gave below this probability is not one (see turn_cue)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TurnPolicy:
@@ -94,6 +130,7 @@ class TurnPolicy(msgspec.Struct, frozen=True):
             unsure_ms=settings.turn_unsure_ms,
             incomplete_ms=settings.turn_incomplete_ms,
             read_ahead_ms=settings.turn_decode_ahead_ms,
+            full_stop_threshold=settings.turn_full_stop_threshold,
         )
 
     @classmethod
@@ -107,6 +144,14 @@ class TurnPolicy(msgspec.Struct, frozen=True):
         before the short silence is over, so that a complete sentence's decode (~100-150 ms for 3 s of speech on
         this CPU) mostly runs while that silence is still going on, not after it."""
         return self.read_ahead_ms if 0 < self.read_ahead_ms <= self.complete_ms else self.complete_ms
+
+    def cue(self, heard: Heard) -> TurnCue:
+        """What `heard`'s words say of the turn; no words are no sign either way."""
+        if not heard.text:
+            return TurnCue.UNSURE
+        return turn_cue(
+            heard.text, heard.confidence, full_stop=heard.full_stop, full_stop_threshold=self.full_stop_threshold
+        )
 
     def silence_ms(self, cue: TurnCue) -> int:
         if self.fixed:

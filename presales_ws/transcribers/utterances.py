@@ -9,52 +9,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
+from presales_ws.transcribers.decodes import Ahead, Decode, PauseWindows, ms_to_windows, split_late_final
 from presales_ws.transcribers.turns import TurnCue, TurnPolicy
 from presales_ws.transcribers.vad import NEGATIVE_MARGIN, SAMPLE_RATE_HZ, WINDOW_SAMPLES, Samples
 
-PRE_ROLL_MS = 224  # kept before speech starts so first words are not clipped (7 windows)
-MIN_SPEECH_MS = 96  # shorter bursts (clicks, breaths) are not utterances: Whisper would invent words
+__all__ = ["Decode", "UtteranceSegmenter", "VoiceProbability"]
+
 VoiceProbability = Callable[[Samples], float]
-
-
-@dataclass(slots=True)
-class Ahead:
-    """A decode-ahead awaiting its words: where it cuts the utterance, and how long the pause there lasted."""
-
-    key: tuple[float, int]
-    length: int  # utterance windows it holds (speech + the short silence)
-    pause: int  # silent windows after the speech at that point (grows until the speaker goes on)
-    speech_end: int  # window index just past its last speech window
-
-
-@dataclass(frozen=True, slots=True)
-class Decode:
-    """Audio to decode and where it sits on the channel's clock (seconds)."""
-
-    audio: Samples
-    is_final: bool
-    start: float
-    end: float
-    utterance_end: bool
-    # An interim of exactly the audio the final will hold if the silence lasts (speech + the policy's short
-    # silence): decoded ahead, so the final needs no decode of its own, and its words decide the turn.
-    speculative: bool = False
-    # A final's pauses whose words had not been read when it closed (audio came faster than the decoder):
-    # `UtteranceSegmenter.split` cuts it at those whose words ended the turn.
-    cuts: tuple[Ahead, ...] = ()
-
-    @property
-    def key(self) -> tuple[float, int]:
-        """Two decodes with the same key hold the same audio."""
-        return (self.start, len(self.audio))
-
-
-def _ms_to_windows(ms: float) -> int:
-    return max(1, round(ms * SAMPLE_RATE_HZ / 1000 / WINDOW_SAMPLES))
 
 
 class UtteranceSegmenter:
@@ -78,20 +43,15 @@ class UtteranceSegmenter:
         self._vad = vad
         self._threshold = threshold
         self._policy = policy or TurnPolicy()
-        # The pause that ends an utterance until its words are read (a cue arrives a decode after the pause).
-        self._default_endpoint_windows = _ms_to_windows(self._policy.silence_ms(TurnCue.UNSURE))
-        self._endpoint_windows = self._default_endpoint_windows
-        self._interim_windows = _ms_to_windows(interim_interval_ms)
-        self._max_windows = _ms_to_windows(max_utterance_s * 1000)
-        self._trail_windows = _ms_to_windows(self._policy.decode_ahead_ms)  # silence kept after speech in a final
-        self._complete_windows = _ms_to_windows(self._policy.complete_ms)  # pause that ends a complete sentence
+        self._waits = PauseWindows(self._policy)
+        self._endpoint_windows = self._waits.default_endpoint
+        self._interim_windows = ms_to_windows(interim_interval_ms)
+        self._max_windows = ms_to_windows(max_utterance_s * 1000)
         self._aheads: list[Ahead] = []  # this utterance's decode-aheads whose cue has not come
         # Until the current pause's cue arrives, the pause may not end the utterance on the default wait alone:
         # the words may say "wait longer". The longest wait still holds, whatever the decoder does.
         self._awaiting_cue = False
-        self._longest_windows = _ms_to_windows(max(self._policy.silence_ms(c) for c in TurnCue))
-        self._min_speech_windows = _ms_to_windows(MIN_SPEECH_MS)
-        self._pre_roll: deque[Samples] = deque(maxlen=_ms_to_windows(PRE_ROLL_MS))
+        self._pre_roll: deque[Samples] = deque(maxlen=self._waits.pre_roll)
         self._pending = np.zeros(0, dtype=np.float32)
         self._windows_seen = 0  # the channel clock, in windows
         self._utterance: list[Samples] = []
@@ -149,7 +109,7 @@ class UtteranceSegmenter:
         if ahead is None or not self._in_speech:
             return []
         live = ahead is self._aheads[-1] and self._silent_run > 0 and ahead.pause == self._silent_run
-        need = self._need(cue)
+        need = self._waits.need(cue)
         if ahead.pause >= need:
             return self._end_at(ahead, live=live)
         if live:
@@ -164,41 +124,11 @@ class UtteranceSegmenter:
         words, if not final yet, are worth acting on (an eager interim). A pause read earlier than that is as
         often a gap between words ("Does your platform support ... single sign-on?")."""
         ahead = next((a for a in self._aheads if a.key == key), None)
-        return ahead is not None and ahead.pause >= self._need(TurnCue.COMPLETE)
+        return ahead is not None and ahead.pause >= self._waits.need(TurnCue.COMPLETE)
 
     def split(self, final: Decode, cues: Mapping[tuple[float, int], TurnCue]) -> list[Decode]:
-        """A final that closed before the words of its pauses were read, cut where they ended the turn: the
-        same utterances the cues would have made had they come in time."""
-        pieces: list[Decode] = []
-        total = -(-len(final.audio) // WINDOW_SAMPLES)
-        begin = 0  # window offset in the final of the piece being built
-        for ahead in final.cuts:
-            cue = cues.get(ahead.key)
-            resumed = ahead.length - self._trail_windows + ahead.pause
-            after = total - resumed  # windows said after the pause: too few to be speech, no cut
-            if cue is None or ahead.length <= begin or after < self._min_speech_windows:
-                continue
-            if ahead.pause < self._need(cue):
-                continue
-            pieces.append(self._piece(final, begin, ahead.length, ahead.speech_end, utterance_end=True))
-            begin = max(ahead.length, resumed - (self._pre_roll.maxlen or 0))
-        if not pieces:
-            return [replace(final, cuts=())]
-        speech_end = round(final.end * SAMPLE_RATE_HZ / WINDOW_SAMPLES)
-        return [*pieces, self._piece(final, begin, total, speech_end, utterance_end=final.utterance_end)]
-
-    def _need(self, cue: TurnCue) -> int:
-        """Windows of silence after the speech that `cue` needs to end the utterance."""
-        if cue is TurnCue.COMPLETE and not self._policy.fixed:
-            return max(self._trail_windows, self._complete_windows)
-        return max(self._trail_windows + 1, _ms_to_windows(self._policy.silence_ms(cue)))
-
-    @staticmethod
-    def _piece(final: Decode, begin: int, stop: int, speech_end: int, *, utterance_end: bool) -> Decode:
-        audio = final.audio[begin * WINDOW_SAMPLES : stop * WINDOW_SAMPLES]
-        start = final.start + begin * WINDOW_SAMPLES / SAMPLE_RATE_HZ
-        end = min(start + len(audio) / SAMPLE_RATE_HZ, speech_end * WINDOW_SAMPLES / SAMPLE_RATE_HZ)
-        return Decode(audio=audio, is_final=True, start=round(start, 3), end=round(end, 3), utterance_end=utterance_end)
+        """A final that closed before the words of its pauses were read, cut where they ended the turn."""
+        return split_late_final(final, cues, self._waits)
 
     def _window(self, window: Samples) -> Decode | None:
         probability = self._vad(window)
@@ -222,7 +152,7 @@ class UtteranceSegmenter:
         if probability >= self._threshold - NEGATIVE_MARGIN:
             if self._silent_run:  # the speaker went on: the pause's own wait is over (its cue may still cut)
                 self._awaiting_cue = False
-                self._endpoint_windows = self._default_endpoint_windows
+                self._endpoint_windows = self._waits.default_endpoint
             self._silent_run = 0
             self._last_speech = index
             self._speech_windows += 1
@@ -233,14 +163,14 @@ class UtteranceSegmenter:
                 self._aheads[-1].pause = self._silent_run  # the latest decode-ahead's pause goes on
 
         if (self._silent_run >= self._endpoint_windows and not self._awaiting_cue) or (
-            self._silent_run >= self._longest_windows
+            self._silent_run >= self._waits.longest
         ):
-            keep = len(self._utterance) - self._silent_run + self._trail_windows
+            keep = len(self._utterance) - self._silent_run + self._waits.trail
             return self._close_utterance(utterance_end=True, keep_windows=keep)
         if len(self._utterance) >= self._max_windows:
             return self._close_utterance(utterance_end=False, keep_windows=len(self._utterance))
-        if self._silent_run == self._trail_windows < self._endpoint_windows and (
-            self._speech_windows >= self._min_speech_windows
+        if self._silent_run == self._waits.trail < self._endpoint_windows and (
+            self._speech_windows >= self._waits.min_speech
         ):
             # The final's audio is all here now (speech + the short silence): decode it, and let its words
             # say how long this pause may last (`cue`).
@@ -252,7 +182,7 @@ class UtteranceSegmenter:
 
     def _decode_ahead(self) -> Decode:
         """The utterance up to the short silence into the current pause, as a speculative interim."""
-        length = len(self._utterance) - self._silent_run + self._trail_windows
+        length = len(self._utterance) - self._silent_run + self._waits.trail
         decode = self._decode(is_final=False, keep_windows=length, utterance_end=False, speculative=True)
         speech_end = self._utterance_start + len(self._utterance) - self._silent_run
         self._aheads.append(Ahead(decode.key, length, self._silent_run, speech_end))
@@ -268,11 +198,11 @@ class UtteranceSegmenter:
             is_final=True, keep_windows=ahead.length, utterance_end=True, speech_end_window=ahead.speech_end
         )
         # Speech resumed `ahead.pause` windows after the speech end: keep a pre-roll before it, drop the rest.
-        resumed = ahead.length - self._trail_windows + ahead.pause
-        first = max(ahead.length, resumed - (self._pre_roll.maxlen or 0))
+        resumed = ahead.length - self._waits.trail + ahead.pause
+        first = max(ahead.length, resumed - self._waits.pre_roll)
         self._utterance = self._utterance[first:]
         self._utterance_start += first
-        self._speech_windows = max(self._min_speech_windows, len(self._utterance) - self._silent_run)
+        self._speech_windows = max(self._waits.min_speech, len(self._utterance) - self._silent_run)
         self._since_interim = 0
         # Later pauses keep their decode-aheads, now counted from the new start: their words still end with
         # what was said at that pause, so their cue still holds (the final is decoded again, without the
@@ -285,8 +215,8 @@ class UtteranceSegmenter:
         live = bool(self._aheads) and self._aheads[-1].pause == self._silent_run > 0
         if not live:
             self._awaiting_cue = False
-            self._endpoint_windows = self._default_endpoint_windows
-            if self._silent_run >= self._trail_windows:
+            self._endpoint_windows = self._waits.default_endpoint
+            if self._silent_run >= self._waits.trail:
                 decodes.append(self._decode_ahead())  # the new utterance is already in a pause: read it too
         return decodes
 
@@ -294,7 +224,7 @@ class UtteranceSegmenter:
         cuts = tuple(replace(a) for a in self._aheads if a.length < keep_windows)  # frozen copies
         decode = (
             self._decode(is_final=True, keep_windows=keep_windows, utterance_end=utterance_end, cuts=cuts)
-            if self._speech_windows >= self._min_speech_windows
+            if self._speech_windows >= self._waits.min_speech
             else None
         )
         leftover = self._utterance[keep_windows:]
@@ -304,7 +234,7 @@ class UtteranceSegmenter:
         self._since_interim = 0
         self._aheads = []
         self._awaiting_cue = False
-        self._endpoint_windows = self._default_endpoint_windows
+        self._endpoint_windows = self._waits.default_endpoint
         if utterance_end:
             self._in_speech = False
             self._pre_roll.extend(leftover)
