@@ -4,7 +4,7 @@ answers, supersession, timeouts."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -225,17 +225,57 @@ async def test_a_streaming_answer_reaches_the_client_as_partials_then_once_compl
     assert prompter.tally.partials == len(partials) and prompter.tally.sent == 1
 
 
+class SteppedSuggester(SlowSuggester):
+    """Writes its answer a piece at each `write()` of the test: what is written when is the test's, not a clock's."""
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__(pieces=pieces)
+        self._go = anyio.Semaphore(0)
+        self.written = 0
+
+    async def write(self, pieces: int) -> None:
+        """Let `pieces` more pieces be written, and wait until they are."""
+        target = self.written + pieces
+        for _ in range(pieces):
+            self._go.release()
+        await until(lambda: self.written >= target)
+
+    async def suggest(
+        self,
+        question: str,
+        context: Sequence[ContextLine],
+        session_id: str,
+        on_partial: PartialSink | None = None,
+    ) -> Answer | None:
+        self.asked.append(question)
+        response = f"answer to: {question}"
+        for n in range(1, self.pieces + 1):
+            await self._go.acquire()
+            if on_partial is not None:
+                on_partial(Answer(f"{response} ({n} of {self.pieces})", 0.9, "http"))
+            self.written = n
+        self.finished.append(question)
+        return Answer(response, 0.9, "http")
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
+    with anyio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 (the conditions are lists the prompter appends to)
+            await anyio.sleep(0.005)
+
+
 async def test_a_speculative_streaming_answer_is_shown_only_once_its_question_is_confirmed() -> None:
-    suggester = SlowSuggester(delay_s=0.4, pieces=4)
+    suggester = SteppedSuggester(pieces=4)
     async with prompter_for(suggester) as (prompter, sent):
         prompter.on_transcript(piece(QUESTION, final=False), eager=True)
-        await anyio.sleep(0.25)  # two pieces are written
-        assert not sent
+        await suggester.write(2)
+        assert not sent  # speculative: nothing shown before the question is confirmed
         prompter.on_transcript(piece(QUESTION, final=True))
-        await anyio.sleep(0.01)
+        await until(lambda: sent)
         assert [s.response for s in sent] == [f"answer to: {QUESTION} (2 of 4)"]  # the answer so far, at once
-        await anyio.sleep(0.4)
-    assert not sent[-1].partial and sent[-1].response == f"answer to: {QUESTION}"
+        await suggester.write(2)
+        await until(lambda: not sent[-1].partial)
+    assert sent[-1].response == f"answer to: {QUESTION}" and suggester.asked == [QUESTION]
 
 
 async def test_a_stream_that_breaks_after_partials_withdraws_them() -> None:
