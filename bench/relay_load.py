@@ -123,7 +123,12 @@ def speech_frames(index: int, sessions: int) -> Frames:
     speech = _speech()
     count = len(speech) // FRAME_BYTES
     first = index * count // max(1, sessions)
-    return lambda sequence: speech[(first + sequence) % count * FRAME_BYTES :][:FRAME_BYTES]
+
+    def frame(sequence: int) -> bytes:
+        at = (first + sequence) % count * FRAME_BYTES
+        return speech[at : at + FRAME_BYTES]
+
+    return frame
 
 
 _speech_cache: list[bytes] = []
