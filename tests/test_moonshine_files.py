@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,19 @@ def test_a_source_that_cannot_be_converted_fails_clearly_and_leaves_nothing(tmp_
     with pytest.raises(moonshine_files.PreparationFailed, match="making Moonshine's int8 files"):
         moonshine_files.prepared_dir(source, cache)
     assert [p.name for p in cache.iterdir() if p.is_dir()] == []  # no half-made directory to trust later
+
+
+def test_make_setup_s_command_makes_the_files_into_an_empty_cache(tmp_path: Path) -> None:
+    """What `make setup` runs on a fresh machine: `python -m` of the module, which converts in a child."""
+    done = subprocess.run(
+        [sys.executable, "-m", "presales_ws.transcribers.moonshine_files"],
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = Path(done.stdout.strip())
+    assert made.parent == tmp_path / "presales-ws"
+    assert all((made / name).stat().st_size > 10_000_000 for name in moonshine_files.FILES)

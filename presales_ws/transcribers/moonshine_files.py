@@ -31,6 +31,7 @@ FORMAT_VERSION = 1  # bump when the conversion changes: the cache key changes wi
 ENCODER, FIRST_STEP, NEXT_STEPS = "encoder.onnx", "decoder_first.onnx", "decoder_next.onnx"
 FILES = (ENCODER, FIRST_STEP, NEXT_STEPS)
 CONVERT_TIMEOUT_S = 600
+MODULE = "presales_ws.transcribers.moonshine_files"  # the child runs this (not __name__: "__main__" under -m)
 
 
 class PreparationFailed(RuntimeError):
@@ -61,7 +62,10 @@ def prepared_dir(source: Path, cache_dir: Path | None = None, *, int8: bool = Tr
 
 
 def _key(source: Path) -> str:
-    versions = [f"format={FORMAT_VERSION}", str(source.resolve())]
+    """What the files are made from: the same wheel in another virtualenv shares them (its files' sizes and the
+    packages' versions say it is the same)."""
+    sizes = (f"{p.name}={p.stat().st_size}" for p in sorted(source.glob("*.ort")))
+    versions = [f"format={FORMAT_VERSION}", *sizes]
     for package in ("moonshine-cpp", "onnxruntime", "onnx"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{package}={importlib.metadata.version(package)}")
@@ -76,7 +80,7 @@ def _convert_in_child(source: Path, target: Path, *, int8: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
     try:
         done = subprocess.run(
-            [sys.executable, "-m", __name__, str(source), str(work), "int8" if int8 else "fp32"],
+            [sys.executable, "-m", MODULE, str(source), str(work), "int8" if int8 else "fp32"],
             capture_output=True,
             text=True,
             timeout=CONVERT_TIMEOUT_S,
