@@ -31,7 +31,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.perf
-	$(BIN)/python -m bench.relay
+	$(BIN)/python -m bench.relay --steps 50,100,200,300 --section relay-speech \
+	  --variant 'presales-ws (defaults)' --variant 'presales-ws, TURN_DETECTION=off:;TURN_DETECTION=off'
 	$(BIN)/python -m bench.speech_latency
 
 lint: $(STAMP)
