@@ -114,6 +114,7 @@ class PauseTracker:
         self._pending = np.zeros(0, dtype=np.float32)
         self._silent_run = 10**6  # windows since the last speech window (none yet: a long pause)
         self._speech_run = 0  # speech windows in a row up to the last one
+        self._gated_speech_run = 0  # of them, the last ones the gate called speech without Silero (vad_gate.py)
         self.spoke = False  # speech since `mark()`: worth asking for a final when the pause comes
         self._marked_pause_goes_on = False  # the pause `mark()` was called in has not ended yet
         self._marked_pause_ms = 0.0  # that pause's length, once it ended
@@ -151,10 +152,26 @@ class PauseTracker:
                 verdict = self._gate.verdict(window, speech_run=self._speech_run, silent_run=self._silent_run)
             if verdict is None:
                 verdict = await self._batch.probability(self._batched, window)
+                self._recount_gated_speech(self._batched.caught_up)
             else:
                 self._batched.skip(window)
+                self._gated_speech_run = self._gated_speech_run + 1 if verdict else 0
             resumed = self._observe(verdict) or resumed
         return resumed
+
+    def _recount_gated_speech(self, caught_up: list[float]) -> None:
+        """Silero has just heard again the windows the gate skipped (`caught_up`, their probabilities: vad_batch.py).
+        Where it hears the last of those the gate called speech as no speech, the pause began there, and it
+        counts from there: found when Silero alone finds it rather than some windows later, at no model run."""
+        gated = min(self._gated_speech_run, len(caught_up))
+        self._gated_speech_run = 0
+        quiet = 0
+        for probability in reversed(caught_up[len(caught_up) - gated :]):
+            if probability >= self._threshold - NEGATIVE_MARGIN:  # the gate skips only within an utterance
+                break
+            quiet += 1
+        if quiet:  # speech had gone on (the gate skips only then): nothing but the runs changes
+            self._silent_run, self._speech_run = quiet, 0
 
     def _windows(self, samples: Samples) -> list[Samples]:
         """The whole 32 ms windows the audio completes; the rest waits for the next audio."""

@@ -52,12 +52,13 @@ def load_model() -> Any:
 class ChannelState:
     """What Silero carries from one window of a channel to the next."""
 
-    __slots__ = ("context", "skipped", "state")
+    __slots__ = ("caught_up", "context", "skipped", "state")
 
     def __init__(self) -> None:
         self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
         self.context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)  # the last 64 samples before `skipped`
         self.skipped: deque[Samples] = deque(maxlen=CATCH_UP_WINDOWS + 1)
+        self.caught_up: list[float] = []  # the probabilities of the skipped windows heard before the last one
 
     def skip(self, window: Samples) -> None:
         """A window the model did not hear (vad_gate.py). The last CATCH_UP_WINDOWS of them are heard, in
@@ -115,19 +116,20 @@ class SileroBatch:
         # A channel whose last windows the gate skipped hears them first (its recurrent state catches up):
         # one model run per step, each step with every channel that still has a window to hear.
         sequences = [(channel, [*channel.catch_up(), window]) for channel, window, _ in pending]
-        results: list[float] = [0.0] * len(pending)
+        heard: list[list[float]] = [[] for _ in pending]
         try:
             for step in range(max(len(windows) for _, windows in sequences)):
                 rows = [row for row, (_, windows) in enumerate(sequences) if len(windows) > step]
                 outputs = self._step([(sequences[row][0], sequences[row][1][step]) for row in rows])
                 for row, output in zip(rows, outputs, strict=True):
-                    results[row] = output
+                    heard[row].append(output)
         except Exception as exc:  # every waiting channel learns of it; none waits forever
             for _, _, future in pending:
                 future.set_exception(exc)
             return
-        for (_, _, future), result in zip(pending, results, strict=True):
-            future.set_result(result)
+        for (channel, _, future), probabilities in zip(pending, heard, strict=True):
+            channel.caught_up = probabilities[:-1]  # what the skipped windows were, for the tracker (vad.py)
+            future.set_result(probabilities[-1])
 
     def _step(self, rows: list[tuple[ChannelState, Samples]]) -> list[float]:
         """One model run: the next window of each channel in `rows`, which moves their state on."""
