@@ -39,6 +39,11 @@ class SlowSuggester:
         self.asked: list[str] = []
         self.finished: list[str] = []
         self.contexts: list[list[ContextLine]] = []
+        self.written = 0  # pieces written of the answer being written
+
+    async def next_piece(self) -> None:
+        """Wait until the next piece of the answer is due."""
+        await anyio.sleep(self.delay_s / self.pieces)
 
     async def start(self) -> None:
         return None
@@ -57,9 +62,10 @@ class SlowSuggester:
         self.contexts.append(list(context))
         response = f"answer to: {question}"
         for n in range(1, self.pieces + 1):
-            await anyio.sleep(self.delay_s / self.pieces)
+            await self.next_piece()
             if on_partial is not None:
                 on_partial(Answer(f"{response} ({n} of {self.pieces})", 0.9, "http"))
+            self.written = n
         if self.broken:
             return None
         if not self.pieces:
@@ -232,7 +238,6 @@ class SteppedSuggester(SlowSuggester):
     def __init__(self, pieces: int) -> None:
         super().__init__(pieces=pieces)
         self._go = anyio.Semaphore(0)
-        self.written = 0
 
     async def write(self, pieces: int) -> None:
         """Let `pieces` more pieces be written, and wait until they are."""
@@ -241,22 +246,8 @@ class SteppedSuggester(SlowSuggester):
             self._go.release()
         await until(lambda: self.written >= target)
 
-    async def suggest(
-        self,
-        question: str,
-        context: Sequence[ContextLine],
-        session_id: str,
-        on_partial: PartialSink | None = None,
-    ) -> Answer | None:
-        self.asked.append(question)
-        response = f"answer to: {question}"
-        for n in range(1, self.pieces + 1):
-            await self._go.acquire()
-            if on_partial is not None:
-                on_partial(Answer(f"{response} ({n} of {self.pieces})", 0.9, "http"))
-            self.written = n
-        self.finished.append(question)
-        return Answer(response, 0.9, "http")
+    async def next_piece(self) -> None:
+        await self._go.acquire()
 
 
 async def until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
