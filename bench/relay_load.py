@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import resource
 import sys
 import time
@@ -131,16 +132,11 @@ def speech_frames(index: int, sessions: int) -> Frames:
     return frame
 
 
-_speech_cache: list[bytes] = []
-
-
+@functools.cache
 def _speech() -> bytes:
-    if not _speech_cache:
-        from presales_ws.client.wavfile import read_wav
+    from presales_ws.client.wavfile import read_wav
 
-        pcm = [read_wav(path).pcm for path in sorted(REAL_SPEECH.glob("*.wav"))]
-        _speech_cache.append(b"".join(pcm))
-    return _speech_cache[0]
+    return b"".join(read_wav(path).pcm for path in sorted(REAL_SPEECH.glob("*.wav")))
 
 
 async def stream(ws: ClientConnection, log: Log, start_at: float, frames: Frames) -> None:
