@@ -17,7 +17,17 @@ from presales_ws.audio import ArrivalClock, decode_base64
 from presales_ws.config import Settings
 from presales_ws.declaration import Declaration, UndeclaredFormat
 from presales_ws.limits import Flood, TokenBucket
-from presales_ws.protocol import CONTAINER_ENCODINGS, AudioChunk, CloseCode, Ping, Pong, ProtocolError, Start, Stop
+from presales_ws.protocol import (
+    CONTAINER_ENCODINGS,
+    AudioChunk,
+    CloseCode,
+    ErrorCode,
+    Ping,
+    Pong,
+    ProtocolError,
+    Start,
+    Stop,
+)
 from presales_ws.transcribers.base import ContainerReader, TranscriberStream
 
 if TYPE_CHECKING:
@@ -81,12 +91,22 @@ class Intake:
 
     async def on_oversized(self, stream: TranscriberStream, size: int) -> None:
         limit = self.settings.max_frame_bytes
-        self.session.outbound.send_error(
+        await self.end_with_error(
+            stream,
             "frame_too_large",
             f"binary frame of {size} bytes exceeds {limit}; dropped, and the session ends once the audio before "
             "it is transcribed",
+            close=CloseCode.MESSAGE_TOO_BIG,
+            reason="frame too large",
         )
-        await self.session.wind_down(stream, CloseCode.MESSAGE_TOO_BIG, "frame too large")
+
+    async def end_with_error(
+        self, stream: TranscriberStream, code: ErrorCode, message: str, *, close: CloseCode, reason: str
+    ) -> None:
+        """A frame the session cannot go on after: one `error` saying why, then the lossless wind-down (what was
+        received before it is still transcribed), then `close`."""
+        self.session.outbound.send_error(code, message)
+        await self.session.wind_down(stream, close, reason)
 
     async def on_text(self, stream: TranscriberStream, text: str) -> None:
         if len(text) > self.settings.max_text_frame_bytes:
@@ -112,8 +132,13 @@ class Intake:
             raise ProtocolError("invalid_message", "`start` must come before any audio; ignored")
         conflict = self.declaration.apply(start)
         if conflict is not None:
-            self.session.outbound.send_error("invalid_params", f"{conflict}; the session ends")
-            await self.session.wind_down(stream, CloseCode.BAD_PARAMETERS, "invalid start")
+            await self.end_with_error(
+                stream,
+                "invalid_params",
+                f"{conflict}; the session ends",
+                close=CloseCode.BAD_PARAMETERS,
+                reason="invalid start",
+            )
             return
         d = self.declaration
         self.session.log.info("session.start", encoding=d.encoding, sample_rate=d.sample_rate, channels=d.channels)
@@ -141,8 +166,13 @@ class Intake:
                 declaration.check_rate(self.audio_s + seconds, now - self.first_audio_at, bucket.rate)
         except UndeclaredFormat as exc:
             self.session.log.info("session.undeclared_format", code=exc.code)
-            self.session.outbound.send_error(exc.code, f"{exc.message}; the session ends")
-            await self.session.wind_down(stream, CloseCode.BAD_PARAMETERS, "undeclared audio format")
+            await self.end_with_error(
+                stream,
+                exc.code,
+                f"{exc.message}; the session ends",
+                close=CloseCode.BAD_PARAMETERS,
+                reason="undeclared audio format",
+            )
             return
         if decoded.over_budget_s:
             await self.on_flood(stream, decoded.over_budget_s)
@@ -179,8 +209,13 @@ class Intake:
         now = time.monotonic()
         if self.flood.refused(dropped_s, now):
             self.session.log.warning("session.flooding", dropped_s=round(self.flood.bytes, 2))
-            self.session.outbound.send_error("rate_limited", "audio far faster than real time; the session is closed")
-            await self.session.wind_down(stream, CloseCode.RATE_LIMITED, "rate limited")
+            await self.end_with_error(
+                stream,
+                "rate_limited",
+                "audio far faster than real time; the session is closed",
+                close=CloseCode.RATE_LIMITED,
+                reason="rate limited",
+            )
             return
         if now - self.rate_error_at >= 1.0:  # one error a second, not one per frame
             self.rate_error_at = now
