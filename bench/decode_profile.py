@@ -5,8 +5,8 @@ encoder, first decoder step, each later step, and the Python between steps, for 
 Configurations, each a `MoonshineDecoder` on its own files and sessions:
 
 - **before**: the files `--before` (default main) makes, its plain sessions;
-- **keys handed over**: this tree's files (the first step hands later ones cross-attention's keys as they are
-  read), plain sessions;
+- **files made anew**: this tree's files (the first step hands later ones cross-attention's keys as they are
+  read; the rotary embedding's "rotate half" one product), plain sessions;
 - **+ one-token sessions**: the same files, decoder sessions told batch 1 and one token (this tree's default).
 
 Every fixture (real, espeak, paused) is also decoded by each: the words, confidence and full-stop probability
@@ -163,7 +163,7 @@ def main() -> None:
     ours = moonshine_files.prepared_dir(moonshine.default_model_dir())
     decoders = {
         f"before ({args.before})": decoder(files_of(args.before), one_token=False),
-        "keys handed over": decoder(ours, one_token=False),
+        "files made anew": decoder(ours, one_token=False),
         "+ one-token sessions (default)": decoder(ours, one_token=True),
     }
     fixtures = [clip for manifest in MANIFESTS for clip in clips(manifest)]

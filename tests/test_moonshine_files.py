@@ -62,3 +62,16 @@ def test_later_steps_read_the_keys_the_first_step_hands_them() -> None:
     assert len(handed) == 8
     assert {name.replace("present.", "past_key_values.") for name in handed} <= read
     assert not [name for name in read if name.endswith(".encoder.key")]
+
+
+def test_every_attention_rotates_half_its_queries_and_keys_by_one_float_product() -> None:
+    """8 layers x queries and keys: each a MatMul with a constant +-1 matrix (not quantized: int8 would round)."""
+    import onnx
+
+    prepared = moonshine_files.prepared_dir(default_model_dir())
+    for name in moonshine_files.FILES:
+        model = onnx.load(str(prepared / name), load_external_data=False)
+        rotations = [n for n in model.graph.node if n.name.endswith(f"/{moonshine_files.ROTATION}")]
+        assert len(rotations) == 16, name
+        assert {n.op_type for n in rotations} == {"MatMul"}, name
+        assert not [n for n in model.graph.node if n.op_type == "Neg"], name
