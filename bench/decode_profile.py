@@ -5,15 +5,15 @@ encoder, first decoder step, each later step, and the Python between steps, for 
 Configurations, each a `MoonshineDecoder` on its own files and sessions:
 
 - **before**: the files `--before` (default main) makes, its plain sessions;
-- **files made anew**: this tree's files (the first step hands later ones cross-attention's keys as they are
-  read; the rotary embedding's "rotate half" one product), plain sessions;
-- **+ one-token sessions**: the same files, decoder sessions told batch 1 and one token (this tree's default).
+- **one-token sessions**: the same files, decoder sessions told batch 1 and one token;
+- **+ files made anew**: this tree's files (the first step hands later ones cross-attention's keys as they are
+  read; the rotary embedding's "rotate half" one product), one-token sessions (this tree's default).
 
 Every fixture (real, espeak, paused) is also decoded by each: the words, confidence and full-stop probability
 must be the same as before's.
 
     .venv/bin/python -m bench.decode_profile
-    taskset -c 1 .venv/bin/python -m bench.decode_profile --repeats 15
+    taskset -c 1 .venv/bin/python -m bench.decode_profile --repeats 21
 """
 
 from __future__ import annotations
@@ -161,10 +161,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     ours = moonshine_files.prepared_dir(moonshine.default_model_dir())
+    before = files_of(args.before)
     decoders = {
-        f"before ({args.before})": decoder(files_of(args.before), one_token=False),
-        "files made anew": decoder(ours, one_token=False),
-        "+ one-token sessions (default)": decoder(ours, one_token=True),
+        f"before ({args.before})": decoder(before, one_token=False),
+        "one-token sessions": decoder(before, one_token=True),
+        "+ files made anew (default)": decoder(ours, one_token=True),
     }
     fixtures = [clip for manifest in MANIFESTS for clip in clips(manifest)]
     changed = words_changed(decoders, fixtures)
