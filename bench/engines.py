@@ -5,12 +5,15 @@ Each candidate runs in its own process pinned to one core, one decode thread, on
 Every utterance is cut as the VAD segmenter hands it over (its speech +- 0.2 s) and decoded whole, as a final.
 
     .venv/bin/python -m bench.engines                # prints the table, writes docs/BENCHMARKS.md
-    .venv/bin/python -m bench.engines --only moonshine-base
+    .venv/bin/python -m bench.engines --only 'moonshine-base (onnxruntime)'
+    .venv/bin/python -m bench.engines --only 'moonshine-base (onnxruntime)' --before main
+        # also that candidate as the engine at main has it, run right before it (writes nothing)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -20,13 +23,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from bench.embedded import source_of
 from bench.report import write_section
 from presales_ws.client.wavfile import read_wav
 
@@ -212,7 +216,6 @@ def measure(name: str) -> Result:
     started = time.monotonic()
     decoder = load()
     load_s = time.monotonic() - started
-    import contextlib
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):
@@ -254,12 +257,14 @@ def measure(name: str) -> Result:
     )
 
 
-def run_isolated(name: str, core: int | None) -> Result:
-    """One candidate in a fresh process (its RSS is its own), pinned to one core."""
+def run_isolated(name: str, core: int | None, source: Path | None = None) -> Result:
+    """One candidate in a fresh process (its RSS is its own), pinned to one core; with `source`, the
+    `presales_ws` package found there (the engine at another commit)."""
     cmd = [sys.executable, "-m", "bench.engines", "--child", name]
     if core is not None:
         cmd = ["taskset", "-c", str(core), *cmd]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
     return Result(**json.loads(out.strip().splitlines()[-1]))
 
 
@@ -282,6 +287,7 @@ def table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=sorted(CANDIDATES), action="append", help="measure only these")
+    parser.add_argument("--before", help="also each candidate as the engine at this commit has it; writes nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -290,12 +296,18 @@ def main() -> None:
     core = (os.cpu_count() or 1) - 1 if sys.platform == "linux" else None
     names = args.only or list(CANDIDATES)
     results = []
-    for name in names:
-        print(f"measuring {name} ...", file=sys.stderr)
-        results.append(run_isolated(name, core))
+    with contextlib.ExitStack() as stack:
+        before = stack.enter_context(source_of(args.before)) if args.before else None
+        for name in names:
+            if before is not None:
+                print(f"measuring {name} at {args.before} ...", file=sys.stderr)
+                result = run_isolated(name, core, before)
+                results.append(replace(result, name=f"{name}, before ({args.before})"))
+            print(f"measuring {name} ...", file=sys.stderr)
+            results.append(run_isolated(name, core))
     report = table(results)
     print(report)
-    if not args.only:
+    if not (args.only or args.before):
         command = ".venv/bin/python -m bench.engines"
         body = (
             "## Embedded decoders compared (real speech and espeak)\n\n"

@@ -47,3 +47,31 @@ def test_make_setup_s_command_makes_the_files_into_an_empty_cache(tmp_path: Path
     made = Path(done.stdout.strip())
     assert made.parent == tmp_path / "presales-ws"
     assert all((made / name).stat().st_size > 10_000_000 for name in moonshine_files.FILES)
+
+
+def test_later_steps_read_the_keys_the_first_step_hands_them() -> None:
+    """Cross-attention's keys cross over transposed and scaled, as the product reads them: later steps no longer
+    take the plain keys (the work they did on them each step is done once)."""
+    import onnxruntime as ort
+
+    prepared = moonshine_files.prepared_dir(default_model_dir())
+    first = ort.InferenceSession(str(prepared / moonshine_files.FIRST_STEP), providers=["CPUExecutionProvider"])
+    later = ort.InferenceSession(str(prepared / moonshine_files.NEXT_STEPS), providers=["CPUExecutionProvider"])
+    handed = [o.name for o in first.get_outputs() if o.name.endswith(".encoder.scaled_key_t")]
+    read = {i.name for i in later.get_inputs()}
+    assert len(handed) == 8
+    assert {name.replace("present.", "past_key_values.") for name in handed} <= read
+    assert not [name for name in read if name.endswith(".encoder.key")]
+
+
+def test_every_attention_rotates_half_its_queries_and_keys_by_one_float_product() -> None:
+    """8 layers x queries and keys: each a MatMul with a constant +-1 matrix (not quantized: int8 would round)."""
+    import onnx
+
+    prepared = moonshine_files.prepared_dir(default_model_dir())
+    for name in moonshine_files.FILES:
+        model = onnx.load(str(prepared / name), load_external_data=False)
+        rotations = [n for n in model.graph.node if n.name.endswith(f"/{moonshine_files.ROTATION}")]
+        assert len(rotations) == 16, name
+        assert {n.op_type for n in rotations} == {"MatMul"}, name
+        assert not [n for n in model.graph.node if n.op_type == "Neg"], name

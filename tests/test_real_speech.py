@@ -23,6 +23,28 @@ CONTEXT_S = 0.2
 # Measured 4.4% (bench/engines.py, docs/BENCHMARKS.md); Whisper tiny.en makes 7.1% here, 6.0% at beam 5.
 MAX_WER = 0.065
 SAMPLE_RATE_HZ = 16000
+# Each real utterance's words as Moonshine base-en (int8 decoder, fp32 encoder) gave them before the decode was
+# made faster (issue 11, bench/decode_profile.py): a faster decode must not move a word or a comma, since
+# punctuation decides turns.
+WORDS_BEFORE_FASTER_DECODE = {
+    "real/austen_0870.wav": "And Mr. John Dashwood had then leisure to consider how much there might be prudently "
+    "in his power to do for them.",
+    "real/austen_0880.wav": "He was not an ill-disposed young man,",
+    "real/austen_0890.wav": "Unless to be rather cold-hearted and rather selfish is to be ill-disposed,",
+    "real/austen_0920.wav": "Had he married a more amiable woman, he might have been made still more respectable than "
+    "he was.",
+    "real/austen_0930.wav": "He might even have been made amiable himself.",
+    "real/go_forward.wav": "Go forward ten metres.",
+    "real/forever_2.wav": "Feels like these days go on forever.",
+    "real/cards_005.wav": "Eight of spades, four of cloves, seven of hearts.",
+    "real/sonnet_1.wav": "From fairest creatures we desire and crease that thereby beauty's rose might never die.",
+    "real/sonnet_2.wav": "But as the riper should by time decease, his tender air might bear his memory.",
+    "real/sonnet_3.wav": "Thou that art now the world's fresh ornament, and only herald to the gaudy spring.",
+    "real/sonnet_4.wav": "Hitty the world, or else this glutton be to eat the world's dew by the grave and thee.",
+    "real/beckett.wav": "Ever tried ever failed, no matter try again, fail again, fail better.",
+    "real/arctic_awb_a0007.wav": "And you always want to see it in the superlative degree.",
+    "real/arctic_slt_a0009.wav": "He turned sharply and faced Gregson across the table.",
+}
 
 
 def utterance_audio(entry: dict[str, object]) -> tuple[np.ndarray, str]:
@@ -52,6 +74,12 @@ def test_real_speech_word_error_rate_stays_within_bound(decoder: MoonshineDecode
         total += n
         worst.append((word_error_rate(reference, text), entry["file"], text))
     assert errors / total <= MAX_WER, sorted(worst, reverse=True)[:3]
+
+
+@pytest.mark.parametrize("entry", REAL, ids=lambda e: Path(e["file"]).stem)
+def test_real_speech_decodes_to_the_very_words_it_did(decoder: MoonshineDecoder, entry: dict[str, object]) -> None:
+    audio, _ = utterance_audio(entry)
+    assert decoder.decode(audio)[0] == WORDS_BEFORE_FASTER_DECODE[str(entry["file"])]
 
 
 def test_silence_and_noise_decode_to_nothing(decoder: MoonshineDecoder) -> None:
