@@ -42,7 +42,7 @@ def test_batched_probabilities_equal_one_model_per_channel() -> None:
         return out
 
     got = asyncio.run(batched())
-    assert np.allclose(np.array(got), np.array(expected), atol=1e-5)
+    assert np.allclose(np.array(got), np.array(expected), atol=1e-4)  # the batched graph: test_silero_model.py
     assert max(max(channel) for channel in expected) > 0.9  # the fixture has speech: the comparison means something
 
 

