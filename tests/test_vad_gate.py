@@ -119,7 +119,7 @@ def test_real_speech_end_to_end_has_silero_alones_pauses_for_fewer_model_windows
     heard = 0
     step = vad_batch.SileroBatch._step
 
-    def counted(self: vad_batch.SileroBatch, rows: list[tuple[vad_batch.ChannelState, np.ndarray]]) -> list[float]:
+    def counted(self: vad_batch.SileroBatch, rows: list[tuple[int, np.ndarray]]) -> list[float]:
         nonlocal heard
         heard += len(rows)
         return step(self, rows)

@@ -27,6 +27,7 @@ STATE_SHAPE = (2, 128)  # per channel; the model's state input is (2, batch, 128
 BATCH_WAIT_S = 0.004  # the first window of a batch waits this long for company ...
 MAX_BATCH_WINDOWS = 64  # ... unless this many come sooner
 CATCH_UP_WINDOWS = 8  # skipped windows heard again before a gated channel's next window (vad_gate.py)
+INITIAL_ROWS = 256  # channels whose state the batch's matrices hold before they double
 
 _model: SileroModel | None = None
 _model_lock = threading.Lock()
@@ -46,13 +47,12 @@ def load_model() -> SileroModel:
 
 
 class ChannelState:
-    """What Silero carries from one window of a channel to the next."""
+    """What Silero carries from one window of a channel to the next, beyond its row of the batch's `StateRows`."""
 
-    __slots__ = ("caught_up", "context", "skipped", "state")
+    __slots__ = ("__weakref__", "caught_up", "row", "skipped")
 
     def __init__(self) -> None:
-        self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self.context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)  # the last 64 samples before `skipped`
+        self.row = -1  # its row in the batch's StateRows, from its first window on
         self.skipped: deque[Samples] = deque(maxlen=CATCH_UP_WINDOWS + 1)
         self.caught_up: list[float] = []  # the probabilities of the skipped windows heard before the last one
 
@@ -62,14 +62,41 @@ class ChannelState:
         (Silero's state forgets within a few windows); the one before them gives them their context."""
         self.skipped.append(window)  # a deque of CATCH_UP_WINDOWS + 1: the oldest drops by itself
 
-    def catch_up(self) -> list[Samples]:
-        """The skipped windows to hear before the next one (and the context they start from)."""
+    def catch_up(self) -> tuple[Samples | None, list[Samples]]:
+        """The context the skipped windows start from, if it is not the last heard window's, and those windows."""
         skipped = self.skipped
-        if len(skipped) > CATCH_UP_WINDOWS:
-            self.context = skipped.popleft()[-CONTEXT_SAMPLES:]
+        context = skipped.popleft()[-CONTEXT_SAMPLES:] if len(skipped) > CATCH_UP_WINDOWS else None
         windows = list(skipped)
         skipped.clear()
-        return windows
+        return context, windows
+
+
+class StateRows:
+    """Every channel's recurrent state and 64 samples of context, one row each in two matrices: a batch step
+    gathers its channels' rows with one index and scatters the new ones back (not two copies per channel)."""
+
+    def __init__(self, rows: int) -> None:
+        self.states = np.zeros((STATE_SHAPE[0], rows, STATE_SHAPE[1]), dtype=np.float32)
+        self.contexts = np.zeros((rows, CONTEXT_SAMPLES), dtype=np.float32)
+        self._free = list(range(rows - 1, -1, -1))
+
+    def row(self, channel: ChannelState) -> int:
+        """The channel's row: a fresh one (zero state, zero context) at its first window, given back when the
+        channel is gone."""
+        if channel.row < 0:
+            if not self._free:
+                self._grow()
+            row = channel.row = self._free.pop()
+            self.states[:, row, :] = 0.0
+            self.contexts[row] = 0.0
+            weakref.finalize(channel, self._free.append, row)
+        return channel.row
+
+    def _grow(self) -> None:
+        rows = self.contexts.shape[0]
+        self.states = np.concatenate((self.states, np.zeros_like(self.states)), axis=1)
+        self.contexts = np.concatenate((self.contexts, np.zeros_like(self.contexts)))
+        self._free.extend(range(2 * rows - 1, rows - 1, -1))
 
 
 class SileroBatch:
@@ -78,6 +105,8 @@ class SileroBatch:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._model = load_model()
+        self._rows = StateRows(INITIAL_ROWS)
+        self._input = np.empty((MAX_BATCH_WINDOWS, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
         self._pending: list[tuple[ChannelState, Samples, asyncio.Future[float]]] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -110,14 +139,20 @@ class SileroBatch:
             return
         # A channel whose last windows the gate skipped hears them first (its recurrent state catches up):
         # one model run per step, each step with every channel that still has a window to hear.
-        sequences = [(channel, [*channel.catch_up(), window]) for channel, window, _ in pending]
+        sequences: list[tuple[int, list[Samples]]] = []
+        for channel, window, _ in pending:
+            row = self._rows.row(channel)
+            context, skipped = channel.catch_up()
+            if context is not None:
+                self._rows.contexts[row] = context
+            sequences.append((row, [*skipped, window]))
         heard: list[list[float]] = [[] for _ in pending]
         try:
             for step in range(max(len(windows) for _, windows in sequences)):
-                rows = [row for row, (_, windows) in enumerate(sequences) if len(windows) > step]
-                outputs = self._step([(sequences[row][0], sequences[row][1][step]) for row in rows])
-                for row, output in zip(rows, outputs, strict=True):
-                    heard[row].append(output)
+                at = [index for index, (_, windows) in enumerate(sequences) if len(windows) > step]
+                outputs = self._step([(sequences[index][0], sequences[index][1][step]) for index in at])
+                for index, output in zip(at, outputs, strict=True):
+                    heard[index].append(output)
         except Exception as exc:  # every waiting channel learns of it; none waits forever
             for _, _, future in pending:
                 future.set_exception(exc)
@@ -126,17 +161,17 @@ class SileroBatch:
             channel.caught_up = probabilities[:-1]  # what the skipped windows were, for the tracker (vad.py)
             future.set_result(probabilities[-1])
 
-    def _step(self, rows: list[tuple[ChannelState, Samples]]) -> list[float]:
-        """One model run: the next window of each channel in `rows`, which moves their state on."""
-        size = len(rows)
-        windows = np.empty((size, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
-        states = np.empty((STATE_SHAPE[0], size, STATE_SHAPE[1]), dtype=np.float32)
-        for row, (channel, window) in enumerate(rows):
-            windows[row, :CONTEXT_SAMPLES] = channel.context
-            windows[row, CONTEXT_SAMPLES:] = window
-            states[:, row, :] = channel.state
-        output, new_states = self._model(windows, states)
-        for row, (channel, _) in enumerate(rows):
-            channel.state = new_states[:, row, :].copy()
-            channel.context = windows[row, -CONTEXT_SAMPLES:].copy()
-        return [float(p) for p in output]
+    def _step(self, rows: list[tuple[int, Samples]]) -> list[float]:
+        """One model run: the next window of each channel (its StateRows row) in `rows`, which moves their
+        state on."""
+        index = np.fromiter((row for row, _ in rows), dtype=np.intp, count=len(rows))
+        table = self._rows
+        if len(rows) > len(self._input):  # not with MAX_BATCH_WINDOWS as it is; never fail on it either
+            self._input = np.empty((len(rows), CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+        windows = self._input[: len(rows)]
+        windows[:, :CONTEXT_SAMPLES] = table.contexts[index]
+        np.stack([window for _, window in rows], out=windows[:, CONTEXT_SAMPLES:])
+        output, table.states[:, index, :] = self._model(windows, table.states[:, index, :])
+        table.contexts[index] = windows[:, -CONTEXT_SAMPLES:]
+        probabilities: list[float] = output.tolist()
+        return probabilities
