@@ -109,3 +109,13 @@ def test_channels_keep_their_own_state_when_the_rows_grow_and_are_reused(monkeyp
         return got
 
     assert asyncio.run(among_others()) == pytest.approx(asyncio.run(alone()), abs=1e-6)
+
+
+def test_the_vad_bench_feeds_every_channel_and_times_the_model() -> None:
+    """bench/relay_vad.py's in-situ loop (a few channels, one second): frames counted, windows heard, runs timed."""
+    from bench.relay_vad import in_situ
+
+    got = in_situ(channels=4, seconds=1.0, vad=True)
+    assert got["us_per_frame"] > 0 and got["model_us_per_frame"] > 0
+    assert 0.9 <= got["heard_share"] <= 1.0  # the gate's first second: Silero hears every window
+    assert got["windows_per_run"] >= 1
