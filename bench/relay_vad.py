@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         f"The VAD path in one event loop on one core: {args.channels} channels of real speech at real time, "
         f"{args.seconds:.0f} s, gate and batch as the Deepgram engine runs them:",
         "",
-        "| tree | VAD µs CPU / frame | of it the model | model µs / heard window | windows a run | windows heard |",
+        "| tree | VAD µs CPU / frame | of it the model | model µs / heard window | windows a model call "
+        "| windows heard |",
         "|---|---|---|---|---|---|",
     ]
     for name, tree in trees:
