@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.relay --steps 50,100,200,300 --section relay-speech \
 	  --variant 'presales-ws (defaults)' --variant 'presales-ws, TURN_DETECTION=off:;TURN_DETECTION=off'
 	$(BIN)/python -m bench.speech_latency
+	$(BIN)/python -m bench.relay_vad  # Silero's µs per window, and the Deepgram path's VAD alone (~40 s)
 
 lint: $(STAMP)
 	$(BIN)/ruff check presales_ws tests bench

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,14 +118,14 @@ def test_real_speech_end_to_end_has_silero_alones_pauses_for_fewer_model_windows
     speech peak carry across recordings, as in a call. Every pause Silero alone finds is found, none later than
     two windows, nearly all at the same window, and the model hears (catch-up included) fewer windows."""
     heard = 0
-    step = vad_batch.SileroBatch._step
+    hear = vad_batch.SileroBatch._hear
 
-    def counted(self: vad_batch.SileroBatch, rows: list[tuple[vad_batch.ChannelState, np.ndarray]]) -> list[float]:
+    def counted(batch: vad_batch.SileroBatch, rows: list[int], lengths: list[int], windows: list[Any]) -> list[float]:
         nonlocal heard
-        heard += len(rows)
-        return step(self, rows)
+        heard += len(windows)
+        return hear(batch, rows, lengths, windows)
 
-    monkeypatch.setattr(vad_batch.SileroBatch, "_step", counted)
+    monkeypatch.setattr(vad_batch.SileroBatch, "_hear", counted)
     files = [entry["file"] for entry in json.loads((FIXTURES / "real.json").read_text())]
     track = np.concatenate([np.frombuffer(read_wav(str(FIXTURES / f)).pcm, dtype="<i2") for f in files])
     samples = track.astype(np.float32) / 32768.0
