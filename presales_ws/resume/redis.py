@@ -3,7 +3,9 @@
 Nothing a transcript waits for touches Redis: writes go into a bounded queue (one entry per session state, the
 newest replacing an older one still queued) that one task drains; when Redis is slow or down the oldest entries
 give way, with one warning a minute. Reads happen only where a client waits anyway: at connect (a lease) and at
-a resume from another instance (a state), each bounded by REDIS_TIMEOUT_S.
+a resume (a claim, and from another instance a state), each bounded by REDIS_TIMEOUT_S. Each write checks, in
+the same script, that its session's copy here still owns it (resume/ownership.py); one subscriber hears of the
+takeovers other instances make.
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ from redis.exceptions import RedisError
 
 from presales_ws.logs import get_logger
 from presales_ws.resume.leases import LEASE_REFRESH_S, LEASE_TTL_S, TAKE_LEASE, lease_key
+from presales_ws.resume.ownership import (
+    CLAIM_TTL_S,
+    FORGET,
+    RELEASE,
+    SAVE,
+    SUPERSEDED_CHANNEL,
+    TAKE,
+    Holder,
+    Holders,
+    claim_key,
+    generation_key,
+    owner_key,
+)
 from presales_ws.resume.state import SessionState, decoder, encoder
 
 REDIS_TIMEOUT_S = 0.5  # per command: a slow Redis is a down Redis for whoever waits on it
@@ -27,100 +42,133 @@ WRITE_QUEUE_MAX = 1000  # queued writes; beyond it the oldest is dropped
 RETRY_AFTER_S = 1.0  # after a failed write, before the next try
 PROBE_INTERVAL_S = 5.0  # how often the health of Redis is checked (and a lost Redis noticed)
 WARN_INTERVAL_S = 60.0  # at most one warning a minute while Redis is down or slow
+LISTEN_POLL_S = 1.0  # the subscriber's wait for a message, between checks that its connection is still there
 
 log = get_logger("presales_ws.redis")
 
 Health = Literal["ok", "down"]
+Claim = Literal["here", "contended"] | tuple[int, SessionState] | None
 
 
 class _Set(msgspec.Struct, frozen=True):
-    key: str
+    digest: str
+    owner: str
     state: SessionState  # encoded by the writer, not by the session that queued it
     ttl_ms: int
 
 
 class _Delete(msgspec.Struct, frozen=True):
-    key: str
+    digest: str
+    owner: str
 
 
 class _Release(msgspec.Struct, frozen=True):
     key: str
     member: str
+    digest: str | None  # the session's token digest: released only while its copy here owns it
+    owner: str
 
 
 _Write = _Set | _Delete | _Release
+
+
+_SCRIPTS = {"save": SAVE, "forget": FORGET, "release": RELEASE, "take": TAKE}
 
 
 def state_key(digest: str) -> str:
     return f"presales:session:{digest}"
 
 
+def _decode(raw: bytes) -> SessionState | None:
+    try:
+        state: SessionState = decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return state
+
+
 class SharedState:
-    """One per process, when REDIS_URL is set; `run` (in the app's lifespan) drains writes and keeps leases."""
+    """One per process, when REDIS_URL is set; `run` (in the app's lifespan) drains writes, keeps leases, and
+    hears of takeovers."""
 
     def __init__(self, url: str, *, state_ttl_s: float) -> None:
         self._redis: Any = aioredis.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S, health_check_interval=0
         )
         self._take_lease = self._redis.register_script(TAKE_LEASE)
+        self._scripts = {name: self._redis.register_script(code) for name, code in _SCRIPTS.items()}
         self._state_ttl_ms = int(state_ttl_s * 1000)
         self._queue: OrderedDict[str, _Write] = OrderedDict()
         self._queued = anyio.Event()
         self._leases: dict[str, str] = {}  # session id -> key id, for the sessions this instance holds
+        self.holders = Holders()
         self.health: Health = "ok"
         self.dropped = 0
         self._warned_at = -WARN_INTERVAL_S
 
     # --- the sessions' side: never waits on Redis ---------------------------------------------------------
 
-    def save(self, digest: str, state: SessionState) -> None:
-        self._put(state_key(digest), _Set(state_key(digest), state, self._state_ttl_ms))
+    def hold(self, digest: str, holder: Holder) -> None:
+        """This copy of a session is the one to end if another instance takes the session over."""
+        self.holders.add(digest, holder)
 
-    def forget(self, digest: str) -> None:
+    def save(self, digest: str, owner: str, state: SessionState) -> None:
+        self._put(state_key(digest), _Set(digest, owner, state, self._state_ttl_ms))
+
+    def forget(self, digest: str, owner: str) -> None:
         """The session ended for good (stop, window passed): nobody may resume it anywhere."""
-        self._put(state_key(digest), _Delete(state_key(digest)))
+        self._put(state_key(digest), _Delete(digest, owner))
 
-    def release_lease(self, key_id: str, session_id: str) -> None:
+    def release_lease(self, key_id: str, session_id: str, digest: str | None, owner: str) -> None:
         if self._leases.pop(session_id, None) is not None:
-            self._put(f"lease:{session_id}", _Release(lease_key(key_id), session_id))
+            self._put(f"lease:{session_id}", _Release(lease_key(key_id), session_id, digest, owner))
+
+    def let_go(self, digest: str | None, owner: str, session_id: str) -> None:
+        """This copy ended here without a say over the session any more (another holder has it): its queued
+        writes go, its lease is no longer kept alive from here, nothing is deleted or released."""
+        if digest is not None:
+            self.holders.remove(digest, owner)
+        for name, write in list(self._queue.items()):
+            if write.owner == owner:
+                del self._queue[name]
+        self._leases.pop(session_id, None)
 
     # --- where a client waits anyway: bounded ------------------------------------------------------------
 
-    async def save_now(self, digest: str, state: SessionState) -> bool:
+    async def save_now(self, digest: str, owner: str, state: SessionState) -> bool:
         """Write a state before going on (a drain, before its 1012); False if Redis did not take it in time."""
         self._queue.pop(state_key(digest), None)
-        return await self._do(_Set(state_key(digest), state, self._state_ttl_ms))
+        return await self._do(_Set(digest, owner, state, self._state_ttl_ms))
 
-    async def load(self, digest: str) -> SessionState | None:
-        """A session another instance held; None when unknown, expired, unreadable, or Redis is down."""
-        try:
-            with anyio.fail_after(REDIS_TIMEOUT_S * 2):
-                raw = await self._redis.get(state_key(digest))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down(exc)
+    async def take(
+        self, digest: str, owner: str, key_id: str | None, sample_rate: int, channels: int, *, here: str | None
+    ) -> Claim:
+        """Claim a session for a resume, if Redis has it for this key and format and no other resume is taking it:
+        "here" when the copy held here (owner `here`) still owns it, else its generation and last state, taken
+        over for `owner` (the copy that held it is told to end). "contended" or None: a new session (None also
+        when Redis cannot say: a copy held here then goes on from its own memory)."""
+        keys = [state_key(digest), owner_key(digest), claim_key(digest), generation_key(digest)]
+        args = [owner, self._state_ttl_ms, int(CLAIM_TTL_S * 1000), SUPERSEDED_CHANNEL, digest]
+        args += [key_id or "", sample_rate, channels, here or ""]
+        taken = await self._ask(self._scripts["take"], keys=keys, args=args)
+        if taken == 1:
+            return "here"
+        if taken == -1:
+            log.info("session.takeover_contended")  # another resume of the token is taking it: that one goes on
+            return "contended"
+        if not isinstance(taken, list):
             return None
-        self._up()
-        if raw is None:
-            return None
-        try:
-            state: SessionState = decoder.decode(raw)
-        except msgspec.DecodeError:
-            return None
-        return state
+        generation, raw = taken
+        state = _decode(raw)
+        return (int(generation), state) if state is not None else None
 
     async def take_lease(self, key_id: str, session_id: str, limit: int) -> bool | None:
         """Whether this key may hold one more session across every instance; None when Redis cannot say."""
         now = time.time()
-        try:
-            with anyio.fail_after(REDIS_TIMEOUT_S * 2):
-                taken = await self._take_lease(
-                    keys=[lease_key(key_id)],
-                    args=[now, now + LEASE_TTL_S, limit, session_id, int(LEASE_TTL_S * 2000)],
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down(exc)
+        args = [now, now + LEASE_TTL_S, limit, session_id, int(LEASE_TTL_S * 2000)]
+        taken = await self._ask(self._take_lease, keys=[lease_key(key_id)], args=args)
+        if taken is None:
             return None
-        self._up()
         if taken:
             self._leases[session_id] = key_id
         return bool(taken)
@@ -129,6 +177,17 @@ class SharedState:
         """Refresh this session's lease from here on (Redis could not be asked when it started)."""
         self._leases[session_id] = key_id
 
+    async def _ask(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        """One command a client waits on, bounded; None when Redis is down or too slow."""
+        try:
+            with anyio.fail_after(REDIS_TIMEOUT_S * 2):
+                answer = await command(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down(exc)
+            return None
+        self._up()
+        return answer
+
     # --- the background work ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -136,6 +195,7 @@ class SharedState:
             tg.start_soon(self._write_loop)
             tg.start_soon(self._lease_loop)
             tg.start_soon(self._probe_loop)
+            tg.start_soon(self._listen_loop)
             task_status.started()
 
     async def aclose(self) -> None:
@@ -168,12 +228,21 @@ class SharedState:
                 await anyio.sleep(RETRY_AFTER_S)
 
     async def _do(self, write: _Write) -> bool:
+        """One write, if its copy still owns the session (a refused state write ends that copy); False when
+        Redis did not take it."""
         try:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                 if isinstance(write, _Set):
-                    await self._redis.set(write.key, encoder.encode(write.state), px=write.ttl_ms)
+                    keys = [state_key(write.digest), owner_key(write.digest), claim_key(write.digest)]
+                    args: list[str | bytes | int] = [write.owner, encoder.encode(write.state), write.ttl_ms]
+                    if not await self._scripts["save"](keys=keys, args=args):
+                        self.holders.refused(write.digest, write.owner)
                 elif isinstance(write, _Delete):
-                    await self._redis.delete(write.key)
+                    keys = [state_key(write.digest), owner_key(write.digest)]
+                    await self._scripts["forget"](keys=keys, args=[write.owner])
+                elif write.digest is not None:
+                    keys = [write.key, owner_key(write.digest)]
+                    await self._scripts["release"](keys=keys, args=[write.owner, write.member])
                 else:
                     await self._redis.zrem(write.key, write.member)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -181,6 +250,41 @@ class SharedState:
             return False
         self._up()
         return True
+
+    async def _listen_loop(self) -> None:
+        """Hear of every takeover (one subscription per instance), and end the copies here they superseded;
+        after each (re)subscription, check the copies held here against Redis for the messages missed."""
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(SUPERSEDED_CHANNEL)
+                    await self._reconcile()
+                    while True:
+                        message = await pubsub.get_message(timeout=LISTEN_POLL_S)
+                        if message is not None and message.get("type") == "message":
+                            self._taken(message["data"])
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down(exc)
+            await anyio.sleep(RETRY_AFTER_S)
+
+    def _taken(self, data: bytes) -> None:
+        try:
+            digest, generation, owner = data.decode().split(" ")
+            self.holders.taken(digest, int(generation), owner)
+        except (UnicodeDecodeError, ValueError):
+            return
+
+    async def _reconcile(self) -> None:
+        """The copies held here whose session Redis says another holder owns now end (a takeover whose message
+        this instance missed while its subscription was down)."""
+        held = self.holders.owners()
+        if not held:
+            return
+        with anyio.fail_after(REDIS_TIMEOUT_S * 4):
+            owners = await self._redis.mget([owner_key(digest) for digest in held])
+        for (digest, owner), named in zip(held.items(), owners, strict=True):
+            if named is not None and named.decode() != owner:
+                self.holders.refused(digest, owner)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -205,6 +309,7 @@ class SharedState:
             try:
                 with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                     await self._redis.ping()
+                await self._reconcile()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
             else:

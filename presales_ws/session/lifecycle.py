@@ -131,6 +131,7 @@ class Session:
         self.drain = info.drain
         if self.digest:
             self.service.local_sessions.add(self.digest, self, self.admission.key_id)
+            self.sharing.hold()
         if self.service.suggester is not None:
             self.outbound.prompter = self.prompter = Prompter(
                 self.service.suggester,
@@ -154,7 +155,7 @@ class Session:
         """Whatever ended the session: let go of everything it held, and log what it did."""
         self.ended.set()
         if self.digest:
-            self.service.local_sessions.remove(self.digest)
+            self.service.local_sessions.remove(self.digest, self)
         self.sharing.unshare()
         self.links.link.done.set()
         self.links.release_waiting()
