@@ -16,14 +16,16 @@ import pytest
 import redis
 
 from presales_ws.client import Session, SessionRefused, connect
+from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Status, Transcript
 from presales_ws.resume.ownership import TAKE, owner_key
 from presales_ws.resume.redis import state_key
 from presales_ws.resume.tokens import token_digest
 from tests.conftest import LiveServer, make_settings
 from tests.redis_server import RedisServer
+from tests.support import FIXTURES, final_text, reference_text, word_error_rate, words
 from tests.tcp_proxy import CuttingProxy
-from tests.test_resume import FRAME_MS, echo_live, readies, stream_with_cuts
+from tests.test_resume import FRAME_MS, MAX_WER, assert_no_final_twice, echo_live, readies, stream_with_cuts
 from tests.test_shared_state import finals_for
 
 pytestmark = pytest.mark.anyio
@@ -97,6 +99,36 @@ async def test_three_cuts_each_resumed_on_the_other_instance(redis_server: Redis
             await eventually(lambda: not store.keys("presales:session:*"))
         finally:
             store.close()
+    finally:
+        await proxy.stop()
+        first.stop()
+        second.stop()
+
+
+async def test_speech_cut_three_times_each_resumed_on_the_other_instance(redis_server: RedisServer) -> None:
+    # The embedded engine on both instances: each takeover transcribes again, from the end of the last final the
+    # client has, the audio the client resends; the copy left behind delivers nothing more.
+    settings = make_settings(redis_url=redis_server.url, resume_window_s=30.0)
+    first, second = LiveServer(settings).start(), LiveServer(settings).start()
+    proxy = await CuttingProxy(first.port).start()
+    try:
+        file = "two_sentences_us.wav"
+        audio = read_wav(FIXTURES / file)
+        # Cuts 1.0 s into the audio (inside the first sentence, 0.5-4.5 s), then 6.5 s and 7.5 s (inside the
+        # second, 5.7-8.5 s, after the first one's final): cut 1 -> B, cut 2 -> A, cut 3 -> B.
+        reroute = {50: second.port, 325: first.port, 375: second.port}
+        messages, session = await stream_with_cuts(
+            proxy, audio.pcm, 1, set(reroute), frame_pause_s=0.01, reroute=reroute
+        )
+
+        ready = readies(messages)
+        assert [r.resumed for r in ready] == [False, True, True, True]
+        assert session.resumes == 3 and len({r.session_id for r in ready}) == 1
+        reference, heard = reference_text(file), final_text(messages)
+        assert word_error_rate(reference, heard) < MAX_WER, heard
+        assert_no_final_twice(messages)
+        assert all(words(heard).count(w) <= words(reference).count(w) for w in words(reference)), heard
+        assert isinstance(messages[-1], Status) and messages[-1].state == "closed"
     finally:
         await proxy.stop()
         first.stop()

@@ -96,8 +96,9 @@ class Links:
             return None
         self.websocket = link.websocket
         session.intake.last_heard = time.monotonic()
-        if link.resumed or session.takeover is not None:
-            session.sharing.share()  # this copy holds the session now: its claim is settled (resume/ownership.py)
+        # Shared from the first moment (a connection cut before any final can be taken up elsewhere), and at
+        # each resume: this copy holds the session now, its claim is settled (resume/ownership.py).
+        session.sharing.share()
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.outbound.send_loop, link.websocket)
             tg.start_soon(session.intake.receive_loop, link, stream)
