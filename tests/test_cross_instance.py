@@ -18,7 +18,7 @@ import redis
 from presales_ws.client import Session, SessionRefused, connect
 from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import Status, Transcript
-from presales_ws.resume.ownership import TAKE, owner_key
+from presales_ws.resume.ownership import SUPERSEDED_CHANNEL, TAKE, owner_key
 from presales_ws.resume.redis import state_key
 from presales_ws.resume.tokens import token_digest
 from tests.conftest import LiveServer, make_settings
@@ -260,3 +260,29 @@ async def test_resume_on_the_same_instance_with_redis_keeps_its_copy(redis_serve
                 assert got[0].start == pytest.approx(0.1)
     finally:
         server.stop()
+
+
+async def test_after_redis_restarts_a_takeover_still_ends_the_older_copy(redis_server: RedisServer) -> None:
+    first, second = instance(redis_server.url), instance(redis_server.url)
+    try:
+        async with connect(first.ws_url, auto_resume=False) as old:
+            token, digest = digest_of(old)
+            assert len(await finals_for(old, 5)) == 5
+            redis_server.kill()
+            redis_server.start()  # the same port, nothing in it
+            store = redis.Redis(port=redis_server.port)
+            try:
+                # Both instances listen for takeovers again, and the live copy writes its state again.
+                await eventually(lambda: store.pubsub_numsub(SUPERSEDED_CHANNEL)[0][1] == 2, 15)
+                assert len(await finals_for(old, 5)) == 5
+                await shared_state_written(store, digest)
+            finally:
+                store.close()
+            async with connect(second.ws_url, resume=token, finals_end="0.2") as new:
+                assert new.ready.resumed is True and new.ready.session_id == old.session_id
+                code, _ = await superseded_close(old)
+                assert code == 4409
+                assert len(await finals_for(new, 5)) == 5
+    finally:
+        first.stop()
+        second.stop()

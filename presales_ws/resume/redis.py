@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from presales_ws.logs import get_logger
@@ -178,10 +179,14 @@ class SharedState:
         self._leases[session_id] = key_id
 
     async def _ask(self, command: Any, *args: Any, **kwargs: Any) -> Any:
-        """One command a client waits on, bounded; None when Redis is down or too slow."""
+        """One command a client waits on, bounded; None when Redis is down or too slow. A connection Redis closed
+        (it restarted since the pool last used it) is dropped and the command sent once more on a new one."""
         try:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
-                answer = await command(*args, **kwargs)
+                try:
+                    answer = await command(*args, **kwargs)
+                except RedisConnectionError:
+                    answer = await command(*args, **kwargs)
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(exc)
             return None
