@@ -101,11 +101,17 @@ class SharedState:
         self._state_ttl_ms = int(state_ttl_s * 1000)
         self._queue: OrderedDict[str, _Write] = OrderedDict()
         self._queued = anyio.Event()
+        self._writing = 0  # the write the writer task is doing now
         self._leases: dict[str, str] = {}  # session id -> key id, for the sessions this instance holds
         self.holders = Holders()
         self.health: Health = "ok"
         self.dropped = 0
         self._warned_at = -WARN_INTERVAL_S
+
+    @property
+    def queued(self) -> int:
+        """Writes not yet done: waiting for Redis, or being written."""
+        return len(self._queue) + self._writing
 
     # --- the sessions' side: never waits on Redis ---------------------------------------------------------
 
@@ -226,7 +232,10 @@ class SharedState:
                 self._queued = anyio.Event()
                 await self._queued.wait()
             name, write = self._queue.popitem(last=False)
-            if not await self._do(write):
+            self._writing = 1
+            done = await self._do(write)
+            self._writing = 0
+            if not done:
                 if name not in self._queue:  # not replaced by a newer write meanwhile: try it again
                     self._queue[name] = write
                     self._queue.move_to_end(name, last=False)
