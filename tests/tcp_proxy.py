@@ -8,7 +8,8 @@ import contextlib
 
 class CuttingProxy:
     """127.0.0.1:<port> -> 127.0.0.1:<upstream>; `cut()` resets every connection through it, both sides;
-    `hold()` keeps what clients send until `release()` (requests that reach the server at the same moment)."""
+    `freeze()` lets nothing through them any more, telling neither side; `hold()` keeps what clients send until
+    `release()` (requests that reach the server at the same moment)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -19,6 +20,7 @@ class CuttingProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._holding = False
         self._held: dict[asyncio.StreamWriter, bytearray] = {}
+        self._frozen: set[asyncio.StreamWriter] = set()
 
     @property
     def ws_url(self) -> str:
@@ -40,6 +42,11 @@ class CuttingProxy:
             client.transport.abort()
             upstream.transport.abort()
         self._links.clear()
+
+    def freeze(self) -> None:
+        """The network path goes dead without a reset (a laptop that switched networks): from now on nothing
+        passes either way, and neither side is told; new connections still go through."""
+        self._frozen = {writer for link in self._links for writer in link}
 
     def hold(self) -> None:
         """From now on, what clients send waits here (their connections stay open)."""
@@ -89,6 +96,8 @@ class CuttingProxy:
     ) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await source.read(65536):
+                if sink in self._frozen:
+                    continue
                 if upstream and self._holding:
                     self._held.setdefault(sink, bytearray()).extend(data)
                     continue

@@ -286,3 +286,33 @@ async def test_after_redis_restarts_a_takeover_still_ends_the_older_copy(redis_s
     finally:
         first.stop()
         second.stop()
+
+
+async def test_a_half_open_connection_is_superseded_without_waiting_for_its_heartbeat(
+    redis_server: RedisServer,
+) -> None:
+    # The client's network path died silently: the instance holding the session still counts it live (its
+    # heartbeat gives up only after HEARTBEAT_TIMEOUT_S, 45 s). The client resumes on the other instance.
+    first, second = (instance(redis_server.url, api_keys=(KEY,), max_sessions_per_key=1) for _ in range(2))
+    proxy = await CuttingProxy(first.port).start()
+    store = redis.Redis(port=redis_server.port)
+    try:
+        async with connect(proxy.ws_url, key=KEY, auto_resume=False) as old:
+            token, digest = digest_of(old)
+            assert len(await finals_for(old, 10)) == 10
+            await shared_state_written(store, digest)
+            proxy.freeze()
+            async with connect(second.ws_url, key=KEY, resume=token, finals_end="0.2") as new:
+                assert new.ready.resumed is True and new.ready.session_id == old.session_id
+                assert await until(first, lambda: gone(first), 15.0)  # ended at once, not by its heartbeat
+                got = await finals_for(new, 5)
+                assert got[0].start == pytest.approx(0.2)
+                assert store.get(state_key(digest)) is not None
+                with pytest.raises(SessionRefused):  # the key's one lease is still the session's
+                    async with connect(first.ws_url, key=KEY):
+                        pass
+    finally:
+        store.close()
+        await proxy.stop()
+        first.stop()
+        second.stop()
