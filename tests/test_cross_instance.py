@@ -79,9 +79,7 @@ async def test_three_cuts_each_resumed_on_the_other_instance(redis_server: Redis
         frames = 300
         pcm = b"\x01\x00" * (16000 * FRAME_MS // 1000) * frames
         reroute = {60: second.port, 140: first.port, 220: second.port}  # cut 1 -> B, cut 2 -> A, cut 3 -> B
-        messages, session = await stream_with_cuts(
-            proxy, pcm, 1, set(reroute), frame_pause_s=0.004, reroute=reroute
-        )
+        messages, session = await stream_with_cuts(proxy, pcm, 1, set(reroute), frame_pause_s=0.004, reroute=reroute)
 
         ready = readies(messages)
         assert [r.resumed for r in ready] == [False, True, True, True] and session.resumes == 3

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from presales_ws.resume.leases import lease_key
-from presales_ws.resume.ownership import Holder
 from presales_ws.resume.redis import SharedState, state_key
 from presales_ws.resume.state import SessionState, decoder
+from presales_ws.resume.takeovers import Holder
 from presales_ws.resume.tokens import new_token, token_digest
 from tests.redis_server import RedisServer
 

@@ -12,9 +12,6 @@ resume racing it starts a new session, as a second resume does on one instance.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-
-import msgspec
 
 CLAIM_TTL_S = 5.0  # a takeover whose claimer never wrote (it failed right after) stops blocking others after this
 SUPERSEDED_CHANNEL = "presales:superseded"  # "<digest> <generation> <owner>": that owner holds the session now
@@ -92,45 +89,3 @@ redis.call('PEXPIRE', KEYS[4], ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. generation .. ' ' .. ARGV[1])
 return {generation, raw}
 """
-
-
-class Holder(msgspec.Struct):
-    owner: str
-    generation: int  # the takeover that made it the owner (0: the session began here)
-    superseded: Callable[[], None]  # end this copy: another holder has the session
-
-
-class Holders:
-    """The sessions this instance holds in Redis, by token digest: which copy to end when another holder has it."""
-
-    def __init__(self) -> None:
-        self._holders: dict[str, Holder] = {}
-
-    def __len__(self) -> int:
-        return len(self._holders)
-
-    def add(self, digest: str, holder: Holder) -> None:
-        self._holders[digest] = holder
-
-    def remove(self, digest: str, owner: str) -> None:
-        if (holder := self._holders.get(digest)) is not None and holder.owner == owner:
-            del self._holders[digest]
-
-    def owners(self) -> dict[str, str]:
-        return {digest: holder.owner for digest, holder in self._holders.items()}
-
-    def taken(self, digest: str, generation: int, owner: str) -> None:
-        """Another instance (or this one) took the session over: a copy from before that takeover ends."""
-        holder = self._holders.get(digest)
-        if holder is not None and holder.owner != owner and holder.generation < generation:
-            self._end(digest, holder)
-
-    def refused(self, digest: str, owner: str) -> None:
-        """Redis names another owner than `owner`: that copy, if it is still held here, ends."""
-        holder = self._holders.get(digest)
-        if holder is not None and holder.owner == owner:
-            self._end(digest, holder)
-
-    def _end(self, digest: str, holder: Holder) -> None:
-        del self._holders[digest]
-        holder.superseded()

@@ -4,8 +4,8 @@ Nothing a transcript waits for touches Redis: writes go into a bounded queue (on
 newest replacing an older one still queued) that one task drains; when Redis is slow or down the oldest entries
 give way, with one warning a minute. Reads happen only where a client waits anyway: at connect (a lease) and at
 a resume (a claim, and from another instance a state), each bounded by REDIS_TIMEOUT_S. Each write checks, in
-the same script, that its session's copy here still owns it (resume/ownership.py); one subscriber hears of the
-takeovers other instances make.
+the same script, that its session's copy here still owns it (resume/ownership.py); resume/takeovers.py hears of
+the takeovers other instances make.
 """
 
 from __future__ import annotations
@@ -30,20 +30,18 @@ from presales_ws.resume.ownership import (
     SAVE,
     SUPERSEDED_CHANNEL,
     TAKE,
-    Holder,
-    Holders,
     claim_key,
     generation_key,
     owner_key,
 )
 from presales_ws.resume.state import SessionState, decoder, encoder
+from presales_ws.resume.takeovers import Holder, Takeovers
 
 REDIS_TIMEOUT_S = 0.5  # per command: a slow Redis is a down Redis for whoever waits on it
 WRITE_QUEUE_MAX = 1000  # queued writes; beyond it the oldest is dropped
 RETRY_AFTER_S = 1.0  # after a failed write, before the next try
 PROBE_INTERVAL_S = 5.0  # how often the health of Redis is checked (and a lost Redis noticed)
 WARN_INTERVAL_S = 60.0  # at most one warning a minute while Redis is down or slow
-LISTEN_POLL_S = 1.0  # the subscriber's wait for a message, between checks that its connection is still there
 
 log = get_logger("presales_ws.redis")
 
@@ -103,7 +101,7 @@ class SharedState:
         self._queued = anyio.Event()
         self._writing = 0  # the write the writer task is doing now
         self._leases: dict[str, str] = {}  # session id -> key id, for the sessions this instance holds
-        self.holders = Holders()
+        self.takeovers = Takeovers(self._redis, self._down)
         self.health: Health = "ok"
         self.dropped = 0
         self._warned_at = -WARN_INTERVAL_S
@@ -117,7 +115,11 @@ class SharedState:
 
     def hold(self, digest: str, holder: Holder) -> None:
         """This copy of a session is the one to end if another instance takes the session over."""
-        self.holders.add(digest, holder)
+        self.takeovers.holders.add(digest, holder)
+
+    def unhold(self, digest: str, owner: str) -> None:
+        """The copy ended here: no longer told of takeovers (its writes stay queued)."""
+        self.takeovers.holders.remove(digest, owner)
 
     def save(self, digest: str, owner: str, state: SessionState) -> None:
         self._put(state_key(digest), _Set(digest, owner, state, self._state_ttl_ms))
@@ -134,7 +136,7 @@ class SharedState:
         """This copy ended here without a say over the session any more (another holder has it): its queued
         writes go, its lease is no longer kept alive from here, nothing is deleted or released."""
         if digest is not None:
-            self.holders.remove(digest, owner)
+            self.unhold(digest, owner)
         for name, write in list(self._queue.items()):
             if write.owner == owner:
                 del self._queue[name]
@@ -186,12 +188,14 @@ class SharedState:
 
     async def _ask(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         """One command a client waits on, bounded; None when Redis is down or too slow. A connection Redis closed
-        (it restarted since the pool last used it) is dropped and the command sent once more on a new one."""
+        (it restarted since the pool last used it) means the idle ones are stale too: they are dropped, and the
+        command is sent once more on a new connection."""
         try:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                 try:
                     answer = await command(*args, **kwargs)
                 except RedisConnectionError:
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
                     answer = await command(*args, **kwargs)
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(exc)
@@ -206,7 +210,7 @@ class SharedState:
             tg.start_soon(self._write_loop)
             tg.start_soon(self._lease_loop)
             tg.start_soon(self._probe_loop)
-            tg.start_soon(self._listen_loop)
+            tg.start_soon(self.takeovers.listen)
             task_status.started()
 
     async def aclose(self) -> None:
@@ -250,7 +254,7 @@ class SharedState:
                     keys = [state_key(write.digest), owner_key(write.digest), claim_key(write.digest)]
                     args: list[str | bytes | int] = [write.owner, encoder.encode(write.state), write.ttl_ms]
                     if not await self._scripts["save"](keys=keys, args=args):
-                        self.holders.refused(write.digest, write.owner)
+                        self.takeovers.holders.refused(write.digest, write.owner)
                 elif isinstance(write, _Delete):
                     keys = [state_key(write.digest), owner_key(write.digest)]
                     await self._scripts["forget"](keys=keys, args=[write.owner])
@@ -264,41 +268,6 @@ class SharedState:
             return False
         self._up()
         return True
-
-    async def _listen_loop(self) -> None:
-        """Hear of every takeover (one subscription per instance), and end the copies here they superseded;
-        after each (re)subscription, check the copies held here against Redis for the messages missed."""
-        while True:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(SUPERSEDED_CHANNEL)
-                    await self._reconcile()
-                    while True:
-                        message = await pubsub.get_message(timeout=LISTEN_POLL_S)
-                        if message is not None and message.get("type") == "message":
-                            self._taken(message["data"])
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._down(exc)
-            await anyio.sleep(RETRY_AFTER_S)
-
-    def _taken(self, data: bytes) -> None:
-        try:
-            digest, generation, owner = data.decode().split(" ")
-            self.holders.taken(digest, int(generation), owner)
-        except (UnicodeDecodeError, ValueError):
-            return
-
-    async def _reconcile(self) -> None:
-        """The copies held here whose session Redis says another holder owns now end (a takeover whose message
-        this instance missed while its subscription was down)."""
-        held = self.holders.owners()
-        if not held:
-            return
-        with anyio.fail_after(REDIS_TIMEOUT_S * 4):
-            owners = await self._redis.mget([owner_key(digest) for digest in held])
-        for (digest, owner), named in zip(held.items(), owners, strict=True):
-            if named is not None and named.decode() != owner:
-                self.holders.refused(digest, owner)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -323,7 +292,7 @@ class SharedState:
             try:
                 with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                     await self._redis.ping()
-                await self._reconcile()
+                await self.takeovers.reconcile()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
             else:

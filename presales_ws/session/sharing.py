@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from presales_ws.protocol import CloseCode
-from presales_ws.resume.ownership import Holder, new_owner
+from presales_ws.resume.ownership import new_owner
 from presales_ws.resume.state import SessionState
+from presales_ws.resume.takeovers import Holder
 
 if TYPE_CHECKING:
     from presales_ws.session.lifecycle import Session
@@ -80,7 +81,7 @@ class Sharing:
         if shared is None or self.disowned:
             return
         if session.digest:
-            shared.holders.remove(session.digest, self.owner)  # no longer told of takeovers; its writes stay queued
+            shared.unhold(session.digest, self.owner)
         if session.admission.key_id:
             shared.release_lease(session.admission.key_id, session.session_id, session.digest, self.owner)
         if session.digest and session.end_code != CloseCode.SERVICE_RESTART:
