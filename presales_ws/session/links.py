@@ -72,7 +72,7 @@ class Links:
     async def serve(self, stream: TranscriberStream) -> None:
         """Serve the first connection, then each resume; a connection that breaks without `stop` parks the session
         for RESUME_WINDOW_S. Whatever ends the session cancels the whole task group."""
-        while not self.elsewhere:
+        while True:  # taken over elsewhere (even before the first link ran): serve_link closes it with 4409
             successor = await self.serve_link(stream)
             if successor is None and self.lost and not self.elsewhere:
                 successor = await self.park(stream)
