@@ -50,19 +50,10 @@ class SessionEndpoint:
         try:
             admission = service.gate.admit(websocket)
             params, channel_roles = self.parse_params(websocket, service)
-            local = self.local_copy(service, params, admission)
-            if local is None:
-                self.check_capacity(service, admission)  # before a claim: a refused connection claims nothing
-            claim = await claim_session(service, params, admission, here=local.sharing if local else None)
-            if local is not None:
-                if claim in ("here", None) and await self.attach(local, websocket, params, admission):
-                    return
-                if isinstance(claim, Takeover):  # another instance had taken it over: this copy was out of date
-                    await self.end_copy(local)
-                self.check_capacity(service, admission)
-            takeover = claim if isinstance(claim, Takeover) else None
-            if takeover is not None and takeover.state.session_id in service.registry:
-                takeover = None  # still held here: never two copies of one session on an instance
+            resumed = await self.resume(websocket, service, params, admission)
+            if resumed is True:
+                return
+            takeover = resumed if isinstance(resumed, Takeover) else None
             if takeover is not None:
                 channel_roles = takeover.state.channel_roles
             session_id = takeover.state.session_id if takeover else new_session_id()
@@ -79,6 +70,26 @@ class SessionEndpoint:
             link, service, declaration, channel_roles, admission, session_id=session_id, takeover=takeover
         )
         await session.run()
+
+    async def resume(
+        self, websocket: WebSocket, service: Service, params: SessionParams, admission: Admission
+    ) -> Takeover | bool:
+        """What a resume token reaches: True once the copy held here served this socket (it is done with it); a
+        Takeover of the session from Redis; False for a new session. A connection that would open a session here
+        passes the capacity checks before it claims one: a refused connection claims nothing."""
+        local = self.local_copy(service, params, admission)
+        if local is None:
+            self.check_capacity(service, admission)
+        claim = await claim_session(service, params, admission, here=local.sharing if local else None)
+        if local is not None:
+            if claim in ("here", None) and await self.attach(local, websocket, params, admission):
+                return True
+            if isinstance(claim, Takeover):  # another instance had taken it over: this copy was out of date
+                await self.end_copy(local)
+            self.check_capacity(service, admission)
+        if not isinstance(claim, Takeover) or claim.state.session_id in service.registry:
+            return False  # (still held here: never two copies of one session on an instance)
+        return claim
 
     def local_copy(self, service: Service, params: SessionParams, admission: Admission) -> Session | None:
         """The session a resume token names, if it is held here, same key, same format. Any other token starts a
