@@ -5,8 +5,10 @@ names the session's owner: the holder's writes, its delete and its lease release
 same script, so a copy another instance took over writes nothing any more. Every resume claims the session in
 one script (TAKE): for the copy held where it arrived, if that copy still owns it; else for a new owner, taking
 the state over, bumping the generation and saying so on SUPERSEDED_CHANNEL, so the instance holding the older
-copy ends it at once. A claim is in progress until the claimer's first write (CLAIM_TTL_S at most): a second
-resume racing it starts a new session, as a second resume does on one instance.
+copy ends it at once. A claim is in progress until the claimer writes the state, which it does before its
+client hears `ready` (CLAIM_TTL_S at most): a resume that meets a claim in progress was opened before the client
+could know of the first, a retry racing it, and starts a new session, as a second waiting resume does on one
+instance; a resume after `ready` takes the session over in turn.
 """
 
 from __future__ import annotations

@@ -102,6 +102,8 @@ class Session:
         )
         try:
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
+                if self.takeover is not None:
+                    await self.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
                 self.outbound.send(self.ready(resumed=self.takeover is not None))
                 async with anyio.create_task_group() as tg:
                     self.task_group = tg

@@ -96,9 +96,7 @@ class Links:
             return None
         self.websocket = link.websocket
         session.intake.last_heard = time.monotonic()
-        # Shared from the first moment (a connection cut before any final can be taken up elsewhere), and at
-        # each resume: this copy holds the session now, its claim is settled (resume/ownership.py).
-        session.sharing.share()
+        session.sharing.share()  # from the first moment: a connection cut before any final is taken up elsewhere
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.outbound.send_loop, link.websocket)
             tg.start_soon(session.intake.receive_loop, link, stream)
@@ -169,8 +167,9 @@ class Links:
     async def greet(self, link: Link) -> bool:
         """Accept a resuming connection and say `ready` first, then put back the finals it may have missed."""
         session = self.session
-        ready = session.ready(resumed=True)
         with anyio.move_on_after(CLOSE_TIMEOUT_S):
+            await session.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
+            ready = session.ready(resumed=True)
             try:
                 await link.websocket.accept(subprotocol=link.subprotocol)
                 await link.websocket.send_text(protocol.encode(ready).decode())

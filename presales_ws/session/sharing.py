@@ -62,6 +62,12 @@ class Sharing:
         if session.service.shared is not None and session.digest and not self.disowned:
             await session.service.shared.save_now(session.digest, self.owner, self.state())
 
+    async def settle(self) -> None:
+        """A resume claimed the session for this copy: write its state now, which ends the claim, before the
+        client hears `ready`. A resume that reaches Redis while a claim is still pending was opened before the
+        client could know of this one (a retry racing it), and gets a new session; one after `ready` takes over."""
+        await self.share_now()
+
     def superseded(self) -> None:
         """Another holder has the session (a takeover elsewhere): end this copy at once, leaving everything
         shared to the new holder; a live client gets 4409."""
