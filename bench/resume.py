@@ -5,7 +5,8 @@
 Each session talks through its own loopback proxy, which resets the connection (no close frame, as a dropped
 Wi-Fi does) `--cuts` times at seeded random moments; the real client resumes by itself. Two parts:
 - echo engine: every frame comes back as a final covering exactly its audio, so audio lost or repeated is
-  measured exactly (gaps and overlaps in the finals' session times);
+  measured exactly (gaps and overlaps in the finals' session times); on one instance, then on two sharing a
+  real redis-server, each reconnect sent to the other instance;
 - embedded engine: speech fixtures streamed once uncut and once cut three times mid-utterance, side by side in one
   run; words lost = reference words the cut run misses beyond those the uncut run misses, repeated = words heard
   more often than the reference says them.
@@ -15,6 +16,7 @@ Writes docs/RELIABILITY.md (section "resume").
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from presales_ws.client import connect
 from presales_ws.client.wavfile import read_wav
 from presales_ws.protocol import ServerMessage, Status, Transcript
 from tests.conftest import LiveServer, make_settings
+from tests.redis_server import RedisServer
 from tests.support import FIXTURES, reference_text, words
 from tests.tcp_proxy import CuttingProxy
 
@@ -36,9 +39,13 @@ FRAME_S = 0.02
 SPEECH = ("two_sentences_us.wav", "integrations_answer_us.wav", "onboarding_answer_us.wav")
 
 
-async def stream(url_port: int, pcm: bytes, cut_frames: set[int], pause_s: float) -> tuple[list[ServerMessage], int]:
-    """One session through a proxy cut before each frame in `cut_frames`; its messages and its resumes."""
+async def stream(
+    url_port: int, pcm: bytes, cut_frames: set[int], pause_s: float, *, ports: list[int] | None = None
+) -> tuple[list[ServerMessage], int]:
+    """One session through a proxy cut before each frame in `cut_frames`; its messages and its resumes. With
+    `ports` (several instances), each cut sends the reconnect to the next instance in turn."""
     proxy = await CuttingProxy(url_port).start()
+    rotation = itertools.cycle((ports or [url_port])[1:] + (ports or [url_port])[:1])
     messages: list[ServerMessage] = []
     try:
         with anyio.fail_after(180):
@@ -47,6 +54,7 @@ async def stream(url_port: int, pcm: bytes, cut_frames: set[int], pause_s: float
                 async def sender() -> None:
                     for index, offset in enumerate(range(0, len(pcm), FRAME_BYTES)):
                         if index in cut_frames:
+                            proxy.retarget(next(rotation))
                             proxy.cut()
                         await session.send_pcm(pcm[offset : offset + FRAME_BYTES])
                         await anyio.sleep(pause_s)
@@ -89,16 +97,21 @@ def finals_of(messages: list[ServerMessage]) -> list[Transcript]:
     return [m for m in messages if isinstance(m, Transcript) and m.is_final and m.text]
 
 
-async def echo_part(sessions: int, cuts: int, frames: int, rng: random.Random) -> EchoTotals:
-    settings = make_settings(resume_window_s=60.0, log_level="error")
-    server = LiveServer(settings, create_app(settings, transcriber=EchoTranscriber())).start()
+async def echo_part(
+    sessions: int, cuts: int, frames: int, rng: random.Random, *, redis_url: str | None = None, instances: int = 1
+) -> EchoTotals:
+    settings = make_settings(resume_window_s=60.0, log_level="error", redis_url=redis_url)
+    servers = [
+        LiveServer(settings, create_app(settings, transcriber=EchoTranscriber())).start() for _ in range(instances)
+    ]
+    server, ports = servers[0], [s.port for s in servers]
     totals = EchoTotals()
     try:
 
         async def one() -> None:
             cut_frames = set(rng.sample(range(20, frames - 20), cuts))
             pcm = b"\x01\x00" * (FRAME_BYTES // 2) * frames
-            messages, resumes = await stream(server.port, pcm, cut_frames, 0.004)
+            messages, resumes = await stream(server.port, pcm, cut_frames, 0.004, ports=ports)
             got = finals_of(messages)
             audio_s = frames * FRAME_S
             covered, lost, repeated, position = 0.0, 0.0, 0.0, 0.0
@@ -123,7 +136,8 @@ async def echo_part(sessions: int, cuts: int, frames: int, rng: random.Random) -
             for _ in range(sessions):
                 tg.start_soon(one)
     finally:
-        server.stop()
+        for each in servers:
+            each.stop()
     return totals
 
 
@@ -161,20 +175,31 @@ async def speech_part(cuts: int, rng: random.Random) -> list[SpeechRow]:
 async def main(sessions: int, cuts: int, frames: int, seed: int) -> None:
     rng = random.Random(seed)
     echo = await echo_part(sessions, cuts, frames, rng)
+    store = RedisServer().start()
+    try:
+        across = await echo_part(sessions, cuts, frames, random.Random(seed + 1), redis_url=store.url, instances=2)
+    finally:
+        store.stop()
     speech = await speech_part(cuts, rng)
     lines = [
         f"## Resume: connections cut mid-stream ({sessions} sessions x {cuts} cuts, then speech)",
         "",
         f"`.venv/bin/python -m bench.resume --sessions {sessions} --cuts {cuts} --frames {frames} --seed {seed}`: each "
         "session through its own loopback proxy that resets the connection (no close frame) at seeded random "
-        "moments; `presales_ws.client` resumes by itself (RESUME_WINDOW_S=60, process memory, no Redis).",
+        "moments; `presales_ws.client` resumes by itself (RESUME_WINDOW_S=60).",
         "",
-        "Echo engine (each frame's final covers exactly its audio, so gaps and overlaps are exact):",
+        "Echo engine (each frame's final covers exactly its audio, so gaps and overlaps are exact); the second row "
+        "runs two instances sharing a real `redis-server` (REDIS_URL), each reconnect sent to the other instance "
+        "while the first still holds the session (a router without sticky sessions):",
         "",
-        "| sessions | cuts | resumed, same session | closed normally | audio | audio lost | audio repeated | finals |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {echo.sessions} | {echo.cuts} | {echo.resumed} | {echo.closed} "
-        f"| {echo.audio_s:.0f} s | {echo.lost_s:.2f} s | {echo.repeated_s:.2f} s | {echo.finals} |",
+        "| instances | sessions | cuts | resumed, same session | closed normally | audio | audio lost "
+        "| audio repeated | finals |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {label} | {row.sessions} | {row.cuts} | {row.resumed} | {row.closed} "
+            f"| {row.audio_s:.0f} s | {row.lost_s:.2f} s | {row.repeated_s:.2f} s | {row.finals} |"
+            for label, row in (("1, process memory", echo), ("2, Redis, each resume on the other", across))
+        ),
         "",
         "Embedded engine, each fixture streamed uncut and cut, side by side in this run (words the cut run misses "
         "beyond the uncut run's misses are lost to the cuts):",

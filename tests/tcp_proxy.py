@@ -7,7 +7,9 @@ import contextlib
 
 
 class CuttingProxy:
-    """127.0.0.1:<port> -> 127.0.0.1:<upstream>; `cut()` resets every connection through it, both sides."""
+    """127.0.0.1:<port> -> 127.0.0.1:<upstream>; `cut()` resets every connection through it, both sides;
+    `freeze()` lets nothing through them any more, telling neither side; `hold()` keeps what clients send until
+    `release()` (requests that reach the server at the same moment)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -16,6 +18,9 @@ class CuttingProxy:
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._holding = False
+        self._held: dict[asyncio.StreamWriter, bytearray] = {}
+        self._frozen: set[asyncio.StreamWriter] = set()
 
     @property
     def ws_url(self) -> str:
@@ -38,6 +43,27 @@ class CuttingProxy:
             upstream.transport.abort()
         self._links.clear()
 
+    def freeze(self) -> None:
+        """The network path goes dead without a reset (a laptop that switched networks): from now on nothing
+        passes either way, and neither side is told; new connections still go through."""
+        self._frozen = {writer for link in self._links for writer in link}
+
+    def hold(self) -> None:
+        """From now on, what clients send waits here (their connections stay open)."""
+        self._holding = True
+
+    def held(self) -> list[bytes]:
+        """What each connection sent since `hold()`, not yet passed on."""
+        return [bytes(data) for data in self._held.values()]
+
+    def release(self) -> None:
+        """Pass on everything held, one connection right after the other, and stop holding."""
+        self._holding = False
+        held, self._held = self._held, {}
+        for sink, data in held.items():
+            with contextlib.suppress(OSError, RuntimeError):
+                sink.write(bytes(data))
+
     async def stop(self) -> None:
         self.cut()
         if self._server is not None:
@@ -55,16 +81,26 @@ class CuttingProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pipe(source, sink, link))
+        for source, sink, upstream in ((reader, up_writer, True), (up_reader, writer, False)):
+            task = asyncio.ensure_future(self._pipe(source, sink, link, upstream=upstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: tuple[asyncio.StreamWriter, ...]
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        link: tuple[asyncio.StreamWriter, ...],
+        *,
+        upstream: bool,
     ) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await source.read(65536):
+                if sink in self._frozen:
+                    continue
+                if upstream and self._holding:
+                    self._held.setdefault(sink, bytearray()).extend(data)
+                    continue
                 sink.write(data)
                 await sink.drain()
         with contextlib.suppress(OSError, RuntimeError):

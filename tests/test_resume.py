@@ -54,9 +54,16 @@ async def proxy_to(request: pytest.FixtureRequest) -> AsyncIterator[CuttingProxy
 
 
 async def stream_with_cuts(
-    proxy: CuttingProxy, pcm: bytes, channels: int, cut_at_frames: set[int], *, frame_pause_s: float
+    proxy: CuttingProxy,
+    pcm: bytes,
+    channels: int,
+    cut_at_frames: set[int],
+    *,
+    frame_pause_s: float,
+    reroute: dict[int, int] | None = None,
 ) -> tuple[list[ServerMessage], Session]:
-    """Send `pcm` in 20 ms frames through the proxy, cutting the connection before each frame in `cut_at_frames`;
+    """Send `pcm` in 20 ms frames through the proxy, cutting the connection before each frame in `cut_at_frames`
+    (and first sending the connections that follow to the port `reroute` names for that frame, as a router may);
     then `stop`, and collect every message until the session closes."""
     frame_bytes = 16000 * FRAME_MS // 1000 * 2 * channels
     messages: list[ServerMessage] = []
@@ -67,6 +74,8 @@ async def stream_with_cuts(
             async def sender() -> None:
                 for index, offset in enumerate(range(0, len(pcm), frame_bytes)):
                     if index in cut_at_frames:
+                        if reroute and index in reroute:
+                            proxy.retarget(reroute[index])
                         proxy.cut()
                     await session.send_pcm(pcm[offset : offset + frame_bytes])
                     await anyio.sleep(frame_pause_s)

@@ -1,33 +1,50 @@
-"""At connect, what Redis decides (REDIS_URL): whether a token names a session another instance held, and
-whether the key may open one more session across every instance."""
+"""At connect, what Redis decides (REDIS_URL): which copy of a session a resume token goes on with (the one held
+here, or one taken over from another instance), and whether the key may open one more session across every
+instance."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 from presales_ws.access import Admission, Refused
 from presales_ws.protocol import CloseCode, SessionParams
+from presales_ws.resume.ownership import new_owner
 from presales_ws.resume.replay import parse_finals_end
 from presales_ws.resume.state import Takeover
 from presales_ws.resume.tokens import same_key, token_digest
 from presales_ws.service import Service
 
+if TYPE_CHECKING:
+    from presales_ws.session.sharing import Sharing
 
-async def take_over(service: Service, params: SessionParams, admission: Admission) -> Takeover | None:
-    """A token of a session another instance held (it drained, crashed, or the router moved the client): its
-    last shared state, if Redis has it for the same key and format; None starts a new session."""
+
+async def claim_session(
+    service: Service, params: SessionParams, admission: Admission, *, here: Sharing | None
+) -> Takeover | Literal["here", "contended"] | None:
+    """What Redis says of a resume token (REDIS_URL), in one claim: "here" when the copy held on this instance
+    (`here`) still owns the session; a Takeover (its last shared state, claimed for a new holder here: the copy
+    that held it, wherever it is, ends) when another holder had it or held it; "contended" when another resume
+    of it is under way (this one gets a new session). None when Redis cannot say or has no such session for this
+    key and format: a copy held here goes on from its own memory, otherwise a new session."""
     shared = service.shared
     if params.resume is None or shared is None or service.draining or not service.settings.resume_window_s:
         return None
     if params.encoding != "linear16":  # a compressed stream cannot be taken up mid-stream
         return None
     digest = token_digest(params.resume)
-    state = await shared.load(digest) if digest else None
-    if state is None or not same_key(state.key_id, admission.key_id):
+    if digest is None:
         return None
-    if (state.sample_rate, state.channels) != (params.sample_rate, params.channels):
+    owner = new_owner()
+    claimed = await shared.take(
+        digest, owner, admission.key_id, params.sample_rate, params.channels, here=here.owner if here else None
+    )
+    if not isinstance(claimed, tuple):
+        return claimed
+    generation, state = claimed
+    if not same_key(state.key_id, admission.key_id):  # checked in Redis too: never another key's session
         return None
-    if state.session_id in service.registry:  # held here, under another token: never two sessions in one
-        return None
-    return Takeover(state, params.resume, parse_finals_end(params.finals_end, params.channels))
+    finals_end = parse_finals_end(params.finals_end, params.channels)
+    return Takeover(state, params.resume, finals_end, owner=owner, generation=generation)
 
 
 async def check_shared_capacity(service: Service, admission: Admission, session_id: str) -> None:

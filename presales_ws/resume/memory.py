@@ -25,8 +25,11 @@ class LocalSessions(Generic[S]):
     def add(self, digest: str, session: S, key_id: str | None) -> None:
         self._sessions[digest] = (session, key_id)
 
-    def remove(self, digest: str) -> None:
-        self._sessions.pop(digest, None)
+    def remove(self, digest: str, session: S) -> None:
+        """`session` leaves (not a newer copy of it that took its place: a takeover of an out-of-date copy)."""
+        entry = self._sessions.get(digest)
+        if entry is not None and entry[0] is session:
+            del self._sessions[digest]
 
     def find(self, token: str, key_id: str | None) -> S | None:
         """The session this token resumes, if it is here and was opened with the same key; else None."""

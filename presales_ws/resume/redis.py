@@ -3,7 +3,9 @@
 Nothing a transcript waits for touches Redis: writes go into a bounded queue (one entry per session state, the
 newest replacing an older one still queued) that one task drains; when Redis is slow or down the oldest entries
 give way, with one warning a minute. Reads happen only where a client waits anyway: at connect (a lease) and at
-a resume from another instance (a state), each bounded by REDIS_TIMEOUT_S.
+a resume (a claim, and from another instance a state), each bounded by REDIS_TIMEOUT_S. Each write checks, in
+the same script, that its session's copy here still owns it (resume/ownership.py); resume/takeovers.py hears of
+the takeovers other instances make.
 """
 
 from __future__ import annotations
@@ -16,11 +18,24 @@ import anyio
 import anyio.abc
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from presales_ws.logs import get_logger
 from presales_ws.resume.leases import LEASE_REFRESH_S, LEASE_TTL_S, TAKE_LEASE, lease_key
+from presales_ws.resume.ownership import (
+    CLAIM_TTL_S,
+    FORGET,
+    RELEASE,
+    SAVE,
+    SUPERSEDED_CHANNEL,
+    TAKE,
+    claim_key,
+    generation_key,
+    owner_key,
+)
 from presales_ws.resume.state import SessionState, decoder, encoder
+from presales_ws.resume.takeovers import Holder, Takeovers
 
 REDIS_TIMEOUT_S = 0.5  # per command: a slow Redis is a down Redis for whoever waits on it
 WRITE_QUEUE_MAX = 1000  # queued writes; beyond it the oldest is dropped
@@ -31,96 +46,138 @@ WARN_INTERVAL_S = 60.0  # at most one warning a minute while Redis is down or sl
 log = get_logger("presales_ws.redis")
 
 Health = Literal["ok", "down"]
+Claim = Literal["here", "contended"] | tuple[int, SessionState] | None
 
 
 class _Set(msgspec.Struct, frozen=True):
-    key: str
+    digest: str
+    owner: str
     state: SessionState  # encoded by the writer, not by the session that queued it
     ttl_ms: int
 
 
 class _Delete(msgspec.Struct, frozen=True):
-    key: str
+    digest: str
+    owner: str
 
 
 class _Release(msgspec.Struct, frozen=True):
     key: str
     member: str
+    digest: str | None  # the session's token digest: released only while its copy here owns it
+    owner: str
 
 
 _Write = _Set | _Delete | _Release
+
+
+_SCRIPTS = {"save": SAVE, "forget": FORGET, "release": RELEASE, "take": TAKE}
 
 
 def state_key(digest: str) -> str:
     return f"presales:session:{digest}"
 
 
+def _decode(raw: bytes) -> SessionState | None:
+    try:
+        state: SessionState = decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return state
+
+
 class SharedState:
-    """One per process, when REDIS_URL is set; `run` (in the app's lifespan) drains writes and keeps leases."""
+    """One per process, when REDIS_URL is set; `run` (in the app's lifespan) drains writes, keeps leases, and
+    hears of takeovers."""
 
     def __init__(self, url: str, *, state_ttl_s: float) -> None:
         self._redis: Any = aioredis.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S, health_check_interval=0
         )
         self._take_lease = self._redis.register_script(TAKE_LEASE)
+        self._scripts = {name: self._redis.register_script(code) for name, code in _SCRIPTS.items()}
         self._state_ttl_ms = int(state_ttl_s * 1000)
         self._queue: OrderedDict[str, _Write] = OrderedDict()
         self._queued = anyio.Event()
+        self._writing = 0  # the write the writer task is doing now
         self._leases: dict[str, str] = {}  # session id -> key id, for the sessions this instance holds
+        self.takeovers = Takeovers(self._redis, self._down)
         self.health: Health = "ok"
         self.dropped = 0
         self._warned_at = -WARN_INTERVAL_S
 
+    @property
+    def queued(self) -> int:
+        """Writes not yet done: waiting for Redis, or being written."""
+        return len(self._queue) + self._writing
+
     # --- the sessions' side: never waits on Redis ---------------------------------------------------------
 
-    def save(self, digest: str, state: SessionState) -> None:
-        self._put(state_key(digest), _Set(state_key(digest), state, self._state_ttl_ms))
+    def hold(self, digest: str, holder: Holder) -> None:
+        """This copy of a session is the one to end if another instance takes the session over."""
+        self.takeovers.holders.add(digest, holder)
 
-    def forget(self, digest: str) -> None:
+    def unhold(self, digest: str, owner: str) -> None:
+        """The copy ended here: no longer told of takeovers (its writes stay queued)."""
+        self.takeovers.holders.remove(digest, owner)
+
+    def save(self, digest: str, owner: str, state: SessionState) -> None:
+        self._put(state_key(digest), _Set(digest, owner, state, self._state_ttl_ms))
+
+    def forget(self, digest: str, owner: str) -> None:
         """The session ended for good (stop, window passed): nobody may resume it anywhere."""
-        self._put(state_key(digest), _Delete(state_key(digest)))
+        self._put(state_key(digest), _Delete(digest, owner))
 
-    def release_lease(self, key_id: str, session_id: str) -> None:
+    def release_lease(self, key_id: str, session_id: str, digest: str | None, owner: str) -> None:
         if self._leases.pop(session_id, None) is not None:
-            self._put(f"lease:{session_id}", _Release(lease_key(key_id), session_id))
+            self._put(f"lease:{session_id}", _Release(lease_key(key_id), session_id, digest, owner))
+
+    def let_go(self, digest: str | None, owner: str, session_id: str) -> None:
+        """This copy ended here without a say over the session any more (another holder has it): its queued
+        writes go, its lease is no longer kept alive from here, nothing is deleted or released."""
+        if digest is not None:
+            self.unhold(digest, owner)
+        for name, write in list(self._queue.items()):
+            if write.owner == owner:
+                del self._queue[name]
+        self._leases.pop(session_id, None)
 
     # --- where a client waits anyway: bounded ------------------------------------------------------------
 
-    async def save_now(self, digest: str, state: SessionState) -> bool:
+    async def save_now(self, digest: str, owner: str, state: SessionState) -> bool:
         """Write a state before going on (a drain, before its 1012); False if Redis did not take it in time."""
         self._queue.pop(state_key(digest), None)
-        return await self._do(_Set(state_key(digest), state, self._state_ttl_ms))
+        return await self._do(_Set(digest, owner, state, self._state_ttl_ms))
 
-    async def load(self, digest: str) -> SessionState | None:
-        """A session another instance held; None when unknown, expired, unreadable, or Redis is down."""
-        try:
-            with anyio.fail_after(REDIS_TIMEOUT_S * 2):
-                raw = await self._redis.get(state_key(digest))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down(exc)
+    async def take(
+        self, digest: str, owner: str, key_id: str | None, sample_rate: int, channels: int, *, here: str | None
+    ) -> Claim:
+        """Claim a session for a resume, if Redis has it for this key and format and no other resume is taking it:
+        "here" when the copy held here (owner `here`) still owns it, else its generation and last state, taken
+        over for `owner` (the copy that held it is told to end). "contended" or None: a new session (None also
+        when Redis cannot say: a copy held here then goes on from its own memory)."""
+        keys = [state_key(digest), owner_key(digest), claim_key(digest), generation_key(digest)]
+        args = [owner, self._state_ttl_ms, int(CLAIM_TTL_S * 1000), SUPERSEDED_CHANNEL, digest]
+        args += [key_id or "", sample_rate, channels, here or ""]
+        taken = await self._ask(self._scripts["take"], keys=keys, args=args)
+        if taken == 1:
+            return "here"
+        if taken == -1:
+            log.info("session.takeover_contended")  # another resume of the token is taking it: that one goes on
+            return "contended"
+        if not isinstance(taken, list):
             return None
-        self._up()
-        if raw is None:
-            return None
-        try:
-            state: SessionState = decoder.decode(raw)
-        except msgspec.DecodeError:
-            return None
-        return state
+        generation, raw = taken
+        state = _decode(raw)
+        return (int(generation), state) if state is not None else None
 
     async def take_lease(self, key_id: str, session_id: str, limit: int) -> bool | None:
         """Whether this key may hold one more session across every instance; None when Redis cannot say."""
         now = time.time()
-        try:
-            with anyio.fail_after(REDIS_TIMEOUT_S * 2):
-                taken = await self._take_lease(
-                    keys=[lease_key(key_id)],
-                    args=[now, now + LEASE_TTL_S, limit, session_id, int(LEASE_TTL_S * 2000)],
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down(exc)
+        args = [now, now + LEASE_TTL_S, limit, session_id, int(LEASE_TTL_S * 2000)]
+        taken = await self._ask(self._take_lease, keys=[lease_key(key_id)], args=args)
+        if taken is None:
             return None
-        self._up()
         if taken:
             self._leases[session_id] = key_id
         return bool(taken)
@@ -129,6 +186,23 @@ class SharedState:
         """Refresh this session's lease from here on (Redis could not be asked when it started)."""
         self._leases[session_id] = key_id
 
+    async def _ask(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        """One command a client waits on, bounded; None when Redis is down or too slow. A connection Redis closed
+        (it restarted since the pool last used it) means the idle ones are stale too: they are dropped, and the
+        command is sent once more on a new connection."""
+        try:
+            with anyio.fail_after(REDIS_TIMEOUT_S * 2):
+                try:
+                    answer = await command(*args, **kwargs)
+                except RedisConnectionError:
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
+                    answer = await command(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down(exc)
+            return None
+        self._up()
+        return answer
+
     # --- the background work ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -136,6 +210,7 @@ class SharedState:
             tg.start_soon(self._write_loop)
             tg.start_soon(self._lease_loop)
             tg.start_soon(self._probe_loop)
+            tg.start_soon(self.takeovers.listen)
             task_status.started()
 
     async def aclose(self) -> None:
@@ -161,19 +236,31 @@ class SharedState:
                 self._queued = anyio.Event()
                 await self._queued.wait()
             name, write = self._queue.popitem(last=False)
-            if not await self._do(write):
+            self._writing = 1
+            done = await self._do(write)
+            self._writing = 0
+            if not done:
                 if name not in self._queue:  # not replaced by a newer write meanwhile: try it again
                     self._queue[name] = write
                     self._queue.move_to_end(name, last=False)
                 await anyio.sleep(RETRY_AFTER_S)
 
     async def _do(self, write: _Write) -> bool:
+        """One write, if its copy still owns the session (a refused state write ends that copy); False when
+        Redis did not take it."""
         try:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                 if isinstance(write, _Set):
-                    await self._redis.set(write.key, encoder.encode(write.state), px=write.ttl_ms)
+                    keys = [state_key(write.digest), owner_key(write.digest), claim_key(write.digest)]
+                    args: list[str | bytes | int] = [write.owner, encoder.encode(write.state), write.ttl_ms]
+                    if not await self._scripts["save"](keys=keys, args=args):
+                        self.takeovers.holders.refused(write.digest, write.owner)
                 elif isinstance(write, _Delete):
-                    await self._redis.delete(write.key)
+                    keys = [state_key(write.digest), owner_key(write.digest)]
+                    await self._scripts["forget"](keys=keys, args=[write.owner])
+                elif write.digest is not None:
+                    keys = [write.key, owner_key(write.digest)]
+                    await self._scripts["release"](keys=keys, args=[write.owner, write.member])
                 else:
                     await self._redis.zrem(write.key, write.member)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -205,6 +292,7 @@ class SharedState:
             try:
                 with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                     await self._redis.ping()
+                await self.takeovers.reconcile()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
             else:

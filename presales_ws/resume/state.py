@@ -36,11 +36,14 @@ def commit_point(state: SessionState, client_finals_end: dict[int, float]) -> fl
 
 
 class Takeover(msgspec.Struct, frozen=True):
-    """A session another instance held, resumed here: its last shared state, its token, what the client has."""
+    """A session another instance held, resumed here: its last shared state, its token, what the client has,
+    and the claim that made this instance its holder (resume/ownership.py)."""
 
     state: SessionState
     token: str
     finals_end: dict[int, float]
+    owner: str
+    generation: int
 
 
 encoder = msgspec.json.Encoder()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+import anyio
 import msgspec
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -15,10 +16,11 @@ from presales_ws.declaration import FORMAT_FIELDS, Declaration
 from presales_ws.logs import get_logger
 from presales_ws.protocol import CloseCode, Error, SessionParams
 from presales_ws.registry import new_session_id
-from presales_ws.resume.admission import check_shared_capacity, take_over
+from presales_ws.resume.admission import check_shared_capacity, claim_session
 from presales_ws.resume.replay import parse_finals_end
+from presales_ws.resume.state import Takeover
 from presales_ws.service import Service
-from presales_ws.session.closing import close
+from presales_ws.session.closing import CLOSE_TIMEOUT_S, close
 from presales_ws.session.lifecycle import Session
 from presales_ws.session.links import Link
 from presales_ws.speakers import Role, parse_channel_roles
@@ -48,12 +50,12 @@ class SessionEndpoint:
         try:
             admission = service.gate.admit(websocket)
             params, channel_roles = self.parse_params(websocket, service)
-            if await self.resume(websocket, service, params, admission):
+            resumed = await self.resume(websocket, service, params, admission)
+            if resumed is True:
                 return
-            takeover = await take_over(service, params, admission)
+            takeover = resumed if isinstance(resumed, Takeover) else None
             if takeover is not None:
                 channel_roles = takeover.state.channel_roles
-            self.check_capacity(service, admission)
             session_id = takeover.state.session_id if takeover else new_session_id()
             await check_shared_capacity(service, admission, session_id)
         except Refused as refusal:
@@ -69,20 +71,50 @@ class SessionEndpoint:
         )
         await session.run()
 
-    async def resume(self, websocket: WebSocket, service: Service, params: SessionParams, admission: Admission) -> bool:
-        """Hand this socket to the session its token names, if it is here, same key, same format; True once the
-        session is done with the socket. Any other token starts a new session (`resumed: false`), never an error."""
+    async def resume(
+        self, websocket: WebSocket, service: Service, params: SessionParams, admission: Admission
+    ) -> Takeover | bool:
+        """What a resume token reaches: True once the copy held here served this socket (it is done with it); a
+        Takeover of the session from Redis; False for a new session. A connection that would open a session here
+        passes the capacity checks before it claims one: a refused connection claims nothing."""
+        local = self.local_copy(service, params, admission)
+        if local is None:
+            self.check_capacity(service, admission)
+        claim = await claim_session(service, params, admission, here=local.sharing if local else None)
+        if local is not None:
+            if claim in ("here", None) and await self.attach(local, websocket, params, admission):
+                return True
+            if isinstance(claim, Takeover):  # another instance had taken it over: this copy was out of date
+                await self.end_copy(local)
+            self.check_capacity(service, admission)
+        if not isinstance(claim, Takeover) or claim.state.session_id in service.registry:
+            return False  # (still held here: never two copies of one session on an instance)
+        return claim
+
+    def local_copy(self, service: Service, params: SessionParams, admission: Admission) -> Session | None:
+        """The session a resume token names, if it is held here, same key, same format. Any other token starts a
+        new session (`resumed: false`) unless another instance can take it over, never an error."""
         if params.resume is None or service.draining or not service.settings.resume_window_s:
-            return False
+            return None
         if params.encoding != "linear16":  # a compressed stream cannot be taken up mid-stream: a new session
-            return False
+            return None
         session: Session | None = service.local_sessions.find(params.resume, admission.key_id)
         if session is None:
-            return False
+            return None
         if (session.format.sample_rate, session.format.channels) != (params.sample_rate, params.channels):
-            return False
+            return None
+        return session
+
+    async def attach(self, session: Session, websocket: WebSocket, params: SessionParams, admission: Admission) -> bool:
+        """Hand this socket to a session held here; True once the session is done with the socket."""
         finals_end = parse_finals_end(params.finals_end, params.channels)
         return await session.links.attach(Link(websocket, self.receive, admission.subprotocol, finals_end))
+
+    async def end_copy(self, session: Session) -> None:
+        """A copy held here that another holder superseded: it ends (bounded) before the session is taken up."""
+        session.sharing.superseded()
+        with anyio.move_on_after(CLOSE_TIMEOUT_S * 2):
+            await session.ended.wait()
 
     def check_capacity(self, service: Service, admission: Admission) -> None:
         settings = service.settings

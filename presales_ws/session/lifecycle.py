@@ -102,6 +102,8 @@ class Session:
         )
         try:
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
+                if self.takeover is not None:
+                    await self.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
                 self.outbound.send(self.ready(resumed=self.takeover is not None))
                 async with anyio.create_task_group() as tg:
                     self.task_group = tg
@@ -131,6 +133,7 @@ class Session:
         self.drain = info.drain
         if self.digest:
             self.service.local_sessions.add(self.digest, self, self.admission.key_id)
+            self.sharing.hold()
         if self.service.suggester is not None:
             self.outbound.prompter = self.prompter = Prompter(
                 self.service.suggester,
@@ -154,7 +157,7 @@ class Session:
         """Whatever ended the session: let go of everything it held, and log what it did."""
         self.ended.set()
         if self.digest:
-            self.service.local_sessions.remove(self.digest)
+            self.service.local_sessions.remove(self.digest, self)
         self.sharing.unshare()
         self.links.link.done.set()
         self.links.release_waiting()

@@ -2,7 +2,8 @@
 
 A connection that breaks without `stop` parks the session for RESUME_WINDOW_S (its transcriber stream too); a
 connection with its resume token takes it up where it was, and one that resumes a session still served
-supersedes the old connection (closed with 4409)."""
+supersedes the old connection (closed with 4409). When another instance takes the session over (REDIS_URL), this
+copy ends at once: a live connection is closed with 4409 there too, a parked copy ends."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class Links:
         self.parked_at: float | None = None
         self.next_links, self._waiting = anyio.create_memory_object_stream[Link](1)
         self.successor_scope = anyio.CancelScope()
+        self.park_scope = anyio.CancelScope()
+        self.elsewhere = False  # another instance took the session over: this copy ends
 
     async def attach(self, link: Link) -> bool:
         """From another connection's handler: take over the session with `link`, and wait until the session no
@@ -69,11 +72,14 @@ class Links:
     async def serve(self, stream: TranscriberStream) -> None:
         """Serve the first connection, then each resume; a connection that breaks without `stop` parks the session
         for RESUME_WINDOW_S. Whatever ends the session cancels the whole task group."""
-        while True:
+        while True:  # taken over elsewhere (even before the first link ran): serve_link closes it with 4409
             successor = await self.serve_link(stream)
-            if successor is None and self.lost:
+            if successor is None and self.lost and not self.elsewhere:
                 successor = await self.park(stream)
             if successor is None:
+                break
+            if self.elsewhere:  # a resume here that came too late: it opens a session of its own
+                successor.done.set()
                 break
             self.link = successor
         self.session.task_group.cancel_scope.cancel()
@@ -90,12 +96,15 @@ class Links:
             return None
         self.websocket = link.websocket
         session.intake.last_heard = time.monotonic()
+        session.sharing.share()  # from the first moment: a connection cut before any final is taken up elsewhere
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.outbound.send_loop, link.websocket)
             tg.start_soon(session.intake.receive_loop, link, stream)
             tg.start_soon(session.heartbeat)
             successor = await self._await_successor()
             tg.cancel_scope.cancel()
+        if self.elsewhere:
+            self.pending_close = (int(CloseCode.SUPERSEDED), "superseded")
         if self.pending_close is not None:
             code, reason = self.pending_close
             superseded = Error("superseded", "another connection resumed this session")
@@ -107,6 +116,8 @@ class Links:
         """Until the link's tasks end it (None), or another connection resumes the session (that link)."""
         with anyio.CancelScope() as scope:
             self.successor_scope = scope
+            if self.elsewhere:
+                scope.cancel()
             link = await self._waiting.receive()
             self.session.log.info("session.superseded")
             self.lost, self.pending_close = True, (int(CloseCode.SUPERSEDED), "superseded")
@@ -123,7 +134,9 @@ class Links:
         session.log.info("session.parked", window_s=window_s, received_s=session.intake.received_s)
         session.sharing.share()
         link: Link | None = None
-        with anyio.move_on_after(window_s):
+        with anyio.CancelScope() as self.park_scope, anyio.move_on_after(window_s):
+            if self.elsewhere:
+                self.park_scope.cancel()
             async with anyio.create_task_group() as race:
 
                 async def take() -> None:
@@ -140,6 +153,9 @@ class Links:
                 race.start_soon(take)
                 race.start_soon(drained)
         self.parked = False
+        if self.elsewhere:
+            session.log.info("session.taken_elsewhere")
+            return None
         if link is not None:
             session.log.info("session.resumed", received_s=session.intake.received_s)
             return link
@@ -151,8 +167,9 @@ class Links:
     async def greet(self, link: Link) -> bool:
         """Accept a resuming connection and say `ready` first, then put back the finals it may have missed."""
         session = self.session
-        ready = session.ready(resumed=True)
         with anyio.move_on_after(CLOSE_TIMEOUT_S):
+            await session.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
+            ready = session.ready(resumed=True)
             try:
                 await link.websocket.accept(subprotocol=link.subprotocol)
                 await link.websocket.send_text(protocol.encode(ready).decode())
@@ -164,6 +181,14 @@ class Links:
             session.intake.bucket.grant(away_s + RESEND_MARGIN_S)  # the bucket counts seconds of audio
             return True
         return False
+
+    def superseded_elsewhere(self) -> None:
+        """Another instance took the session over: end this copy at once (its audio not yet final is the new
+        holder's to transcribe again); a live client gets `superseded` and 4409, as on one instance."""
+        self.session.log.info("session.superseded", elsewhere=True)
+        self.elsewhere = True
+        self.park_scope.cancel()
+        self.successor_scope.cancel()
 
     def disconnected(self, code: int) -> None:
         """The client's side of the connection ended: by choice (1000) the session ends, else it is kept."""

@@ -139,6 +139,9 @@ class Outbound:
                 await session.links.close_socket(item.code, item.reason)
                 session.task_group.cancel_scope.cancel()
                 return
+            # From here a final may reach the client or not (a send that fails, or is cancelled when the link is
+            # lost, takes it along): a resume's `finals_end` says which to write again.
+            self.replay.written(item)
             with anyio.move_on_after(send_timeout_s) as write:
                 try:
                     await websocket.send({"type": "websocket.send", "text": item.decode()})
@@ -146,7 +149,6 @@ class Outbound:
                     session.close_code = session.close_code or int(CloseCode.GOING_AWAY)
                     session.links.lose()
                     return
-            self.replay.written(item)
             if write.cancelled_caught:
                 session.log.warning("session.client_too_slow", detail="writes stalled", stalled_s=send_timeout_s)
                 session.close_code = int(CloseCode.CLIENT_TOO_SLOW)

@@ -1,12 +1,16 @@
 """What another instance needs to go on with a session (REDIS_URL): its state, written when it changes
-(each final, each ping, parking), at once before a drain's 1012, and forgotten when the session ends here."""
+(each final, each ping, parking, each resume), at once before a drain's 1012, and forgotten when the session
+ends here. This copy writes only while it owns the session (resume/ownership.py): once another instance has
+taken it over, this copy ends and leaves the state, and the lease, to the new holder."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from presales_ws.protocol import CloseCode
+from presales_ws.resume.ownership import new_owner
 from presales_ws.resume.state import SessionState
+from presales_ws.resume.takeovers import Holder
 
 if TYPE_CHECKING:
     from presales_ws.session.lifecycle import Session
@@ -17,6 +21,10 @@ class Sharing:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        takeover = session.takeover
+        self.owner = takeover.owner if takeover is not None else new_owner()  # this copy, as Redis names it
+        self.generation = takeover.generation if takeover is not None else 0
+        self.disowned = False  # another holder has the session: this copy writes, deletes and releases nothing
 
     def state(self) -> SessionState:
         """What another instance needs to go on with this session."""
@@ -36,25 +44,51 @@ class Sharing:
             received_s=session.intake.received_s,
         )
 
+    def hold(self) -> None:
+        """From the start: if another instance takes this session over, this copy is told, and ends."""
+        session = self.session
+        if session.service.shared is not None and session.digest:
+            session.service.shared.hold(session.digest, Holder(self.owner, self.generation, self.superseded))
+
     def share(self) -> None:
         """Queue this session's state for Redis; never waits (the write happens off the hot path)."""
         session = self.session
-        if session.service.shared is not None and session.digest:
-            session.service.shared.save(session.digest, self.state())
+        if session.service.shared is not None and session.digest and not self.disowned:
+            session.service.shared.save(session.digest, self.owner, self.state())
 
     async def share_now(self) -> None:
         """Before a drain's 1012: the state another instance takes the session up from, written first."""
         session = self.session
-        if session.service.shared is not None and session.digest:
-            await session.service.shared.save_now(session.digest, self.state())
+        if session.service.shared is not None and session.digest and not self.disowned:
+            await session.service.shared.save_now(session.digest, self.owner, self.state())
+
+    async def settle(self) -> None:
+        """A resume claimed the session for this copy: write its state now, which ends the claim, before the
+        client hears `ready`. A resume that reaches Redis while a claim is still pending was opened before the
+        client could know of this one (a retry racing it), and gets a new session; one after `ready` takes over."""
+        await self.share_now()
+
+    def superseded(self) -> None:
+        """Another holder has the session (a takeover elsewhere): end this copy at once, leaving everything
+        shared to the new holder; a live client gets 4409."""
+        session = self.session
+        if self.disowned:
+            return
+        self.disowned = True
+        if session.service.shared is not None:
+            session.service.shared.let_go(session.digest, self.owner, session.session_id)
+        session.links.superseded_elsewhere()
 
     def unshare(self) -> None:
-        """The session is over here: its lease goes; unless a drain handed it on, nobody may resume it."""
+        """The session is over here: its lease goes; unless a drain handed it on, nobody may resume it. A copy
+        another holder superseded leaves both."""
         session = self.session
         shared = session.service.shared
-        if shared is None:
+        if shared is None or self.disowned:
             return
+        if session.digest:
+            shared.unhold(session.digest, self.owner)
         if session.admission.key_id:
-            shared.release_lease(session.admission.key_id, session.session_id)
+            shared.release_lease(session.admission.key_id, session.session_id, session.digest, self.owner)
         if session.digest and session.end_code != CloseCode.SERVICE_RESTART:
-            shared.forget(session.digest)
+            shared.forget(session.digest, self.owner)

@@ -1,0 +1,316 @@
+"""A session resumed on another instance while the first still holds it (REDIS_URL, no sticky router).
+
+Instances in this process (real sockets, the echo engine) share a real redis-server; a loopback proxy stands in
+for a router that sends each reconnect wherever it likes. The copy an instance still holds ends when another
+takes the session over: its client gets 4409, and it writes, deletes and releases nothing any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator
+
+import anyio
+import pytest
+import redis
+
+from presales_ws.client import Session, SessionRefused, connect
+from presales_ws.client.wavfile import read_wav
+from presales_ws.protocol import Status, Transcript
+from presales_ws.resume.ownership import SUPERSEDED_CHANNEL, TAKE, owner_key
+from presales_ws.resume.redis import state_key
+from presales_ws.resume.tokens import token_digest
+from tests.conftest import LiveServer, make_settings
+from tests.redis_server import RedisServer
+from tests.support import FIXTURES, final_text, reference_text, word_error_rate, words
+from tests.tcp_proxy import CuttingProxy
+from tests.test_resume import FRAME_MS, MAX_WER, assert_no_final_twice, echo_live, readies, stream_with_cuts
+from tests.test_shared_state import finals_for
+
+pytestmark = pytest.mark.anyio
+
+KEY = "cross-instance-key-0123456"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+def instance(redis_url: str, **overrides: object) -> LiveServer:
+    return echo_live(make_settings(redis_url=redis_url, resume_window_s=30.0, **overrides))
+
+
+def gone(*servers: LiveServer) -> bool:
+    return all(len(server.service.registry) == 0 for server in servers)
+
+
+async def until(server: LiveServer, predicate: object, timeout_s: float = 15.0) -> bool:
+    return await anyio.to_thread.run_sync(lambda: server.wait_until(predicate, timeout_s))
+
+
+async def eventually(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    with anyio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 (Redis and the proxy are polled: there is no event to wait on)
+            await anyio.sleep(0.01)
+
+
+async def shared_state_written(store: redis.Redis, digest: str) -> None:
+    await eventually(lambda: store.get(state_key(digest)) is not None)
+
+
+def digest_of(session: Session) -> tuple[str, str]:
+    token = session.ready.resume_token
+    assert token is not None
+    digest = token_digest(token)
+    assert digest is not None
+    return token, digest
+
+
+async def test_three_cuts_each_resumed_on_the_other_instance(redis_server: RedisServer) -> None:
+    # The echo engine answers each frame with a final covering exactly its audio: the finals tile the session's
+    # audio without a gap or an overlap only if every frame arrived once, whichever instance took it.
+    first, second = instance(redis_server.url), instance(redis_server.url)
+    proxy = await CuttingProxy(first.port).start()
+    try:
+        frames = 300
+        pcm = b"\x01\x00" * (16000 * FRAME_MS // 1000) * frames
+        reroute = {60: second.port, 140: first.port, 220: second.port}  # cut 1 -> B, cut 2 -> A, cut 3 -> B
+        messages, session = await stream_with_cuts(proxy, pcm, 1, set(reroute), frame_pause_s=0.004, reroute=reroute)
+
+        ready = readies(messages)
+        assert [r.resumed for r in ready] == [False, True, True, True] and session.resumes == 3
+        assert len({r.session_id for r in ready}) == 1
+        got = [m for m in messages if isinstance(m, Transcript) and m.is_final]
+        assert got[0].start == 0.0
+        for before, after in itertools.pairwise(got):
+            assert abs(after.start - before.end) < 1e-3, (before, after)  # no gap, no final twice
+        assert abs(got[-1].end - frames * FRAME_MS / 1000) < 1e-3
+        assert isinstance(messages[-1], Status) and messages[-1].state == "closed" and session.close_code == 1000
+        # Every copy ended, and the one that ended last (by `stop`) deleted the state: no older copy wrote it back.
+        assert await until(first, lambda: gone(first, second))
+        store = redis.Redis(port=redis_server.port)
+        try:
+            await eventually(lambda: not store.keys("presales:session:*"))
+        finally:
+            store.close()
+    finally:
+        await proxy.stop()
+        first.stop()
+        second.stop()
+
+
+async def test_speech_cut_three_times_each_resumed_on_the_other_instance(redis_server: RedisServer) -> None:
+    # The embedded engine on both instances: each takeover transcribes again, from the end of the last final the
+    # client has, the audio the client resends; the copy left behind delivers nothing more.
+    settings = make_settings(redis_url=redis_server.url, resume_window_s=30.0)
+    first, second = LiveServer(settings).start(), LiveServer(settings).start()
+    proxy = await CuttingProxy(first.port).start()
+    try:
+        file = "two_sentences_us.wav"
+        audio = read_wav(FIXTURES / file)
+        # Cuts 1.0 s into the audio (inside the first sentence, 0.5-4.5 s), then 6.5 s and 7.5 s (inside the
+        # second, 5.7-8.5 s, after the first one's final): cut 1 -> B, cut 2 -> A, cut 3 -> B.
+        reroute = {50: second.port, 325: first.port, 375: second.port}
+        messages, session = await stream_with_cuts(
+            proxy, audio.pcm, 1, set(reroute), frame_pause_s=0.01, reroute=reroute
+        )
+
+        ready = readies(messages)
+        assert [r.resumed for r in ready] == [False, True, True, True]
+        assert session.resumes == 3 and len({r.session_id for r in ready}) == 1
+        reference, heard = reference_text(file), final_text(messages)
+        assert word_error_rate(reference, heard) < MAX_WER, heard
+        assert_no_final_twice(messages)
+        assert all(words(heard).count(w) <= words(reference).count(w) for w in words(reference)), heard
+        assert isinstance(messages[-1], Status) and messages[-1].state == "closed"
+    finally:
+        await proxy.stop()
+        first.stop()
+        second.stop()
+
+
+async def superseded_close(session: Session) -> tuple[int | None, list[str]]:
+    """Read the raw connection until it closes: its close code and the text frames it got last."""
+    texts: list[str] = []
+    with anyio.fail_after(15), pytest.raises(Exception):  # noqa: B017 - closed, whatever its last message
+        while True:
+            frame = await session.ws.recv()
+            if isinstance(frame, str):
+                texts.append(frame)
+    return session.ws.close_code, texts
+
+
+async def test_a_live_connection_is_superseded_by_a_resume_on_another_instance(redis_server: RedisServer) -> None:
+    first, second = (instance(redis_server.url, api_keys=(KEY,), max_sessions_per_key=1) for _ in range(2))
+    proxy = await CuttingProxy(second.port).start()
+    store = redis.Redis(port=redis_server.port)
+    try:
+        async with connect(first.ws_url, key=KEY, auto_resume=False) as old:
+            token, digest = digest_of(old)
+            assert len(await finals_for(old, 10)) == 10
+            await shared_state_written(store, digest)
+
+            async with connect(proxy.ws_url, key=KEY, resume=token, finals_end="0.2", auto_resume=False) as new:
+                assert new.ready.resumed is True and new.ready.session_id == old.session_id
+                code, texts = await superseded_close(old)
+                assert code == 4409 and any('"code":"superseded"' in text for text in texts)
+                assert await until(first, lambda: gone(first))  # the older copy ended at once
+
+                got = await finals_for(new, 5)  # the session goes on where it was
+                assert got[0].start == pytest.approx(0.2) and got[-1].end == pytest.approx(0.3)
+                # The older copy left everything shared to the new holder: the state, and the key's lease (the
+                # limit is 1: a new session of the key is refused on either instance).
+                assert store.get(state_key(digest)) is not None
+                with pytest.raises(SessionRefused) as refused:
+                    async with connect(first.ws_url, key=KEY):
+                        pass
+                assert refused.value.code == "too_many_sessions"
+
+                # The new holder's connection breaks; the client comes back to the first instance, which has no
+                # copy any more: it takes the session over from the state the second one wrote.
+                await shared_state_written(store, digest)
+                proxy.cut()
+                assert await until(second, lambda: any(s.links.parked for s in second.service.local_sessions))
+            async with connect(first.ws_url, key=KEY, resume=token, finals_end="0.3") as back:
+                assert back.ready.resumed is True and back.ready.session_id == old.session_id
+                assert back.ready.received_s == pytest.approx(0.3)
+                got = await finals_for(back, 5)
+                assert got[0].start == pytest.approx(0.3)
+                assert await until(second, lambda: gone(second))  # its parked copy ended: taken over
+                owner = store.get(owner_key(digest))
+                assert owner is not None and owner.decode() in {s.sharing.owner for s in first.service.local_sessions}
+                await back.stop()
+                assert [m async for m in back][-1].state == "closed"  # type: ignore[union-attr]
+    finally:
+        store.close()
+        await proxy.stop()
+        first.stop()
+        second.stop()
+
+
+@pytest.mark.parametrize("racers", [(1, 2), (0, 1)], ids=["two-other-instances", "holder-and-another"])
+async def test_two_instances_taking_one_token_at_once_resume_it_once(
+    redis_server: RedisServer, racers: tuple[int, int]
+) -> None:
+    # Every instance reaches Redis through a proxy that can hold their commands: the two resumes' claims then
+    # reach Redis back to back. Exactly one resumes the session; the other gets a new one.
+    redis_proxy = await CuttingProxy(redis_server.port).start()
+    url = f"redis://127.0.0.1:{redis_proxy.port}/0"
+    servers = [instance(url) for _ in range(3)]
+    holder = servers[0]
+    client_proxy = await CuttingProxy(holder.port).start()
+    store = redis.Redis(port=redis_server.port)
+    claim = store.script_load(TAKE).encode()  # loaded: a claim is one command
+    try:
+        async with connect(client_proxy.ws_url, auto_resume=False) as session:
+            token, digest = digest_of(session)
+            assert len(await finals_for(session, 10)) == 10
+            await shared_state_written(store, digest)
+            client_proxy.cut()
+            assert await until(holder, lambda: any(s.links.parked for s in holder.service.local_sessions))
+
+        redis_proxy.hold()
+        async with contextlib.AsyncExitStack() as opened_sessions:
+            opened: list[Session] = []
+
+            async def resume(server: LiveServer) -> None:
+                url = server.ws_url
+                opened.append(await opened_sessions.enter_async_context(connect(url, resume=token, finals_end="0.2")))
+
+            async with anyio.create_task_group() as tg:
+                for index in racers:
+                    tg.start_soon(resume, servers[index])
+                await eventually(lambda: sum(data.count(claim) for data in redis_proxy.held()) >= 2)  # both wait
+                redis_proxy.release()
+
+            assert sorted(s.ready.resumed for s in opened) == [False, True]
+            winner = next(s for s in opened if s.ready.resumed)
+            loser = next(s for s in opened if not s.ready.resumed)
+            assert winner.ready.session_id == session.session_id != loser.ready.session_id
+            got = await finals_for(winner, 5)
+            assert got[0].start == pytest.approx(0.2)
+            assert len(await finals_for(loser, 5)) == 5  # a session of its own, not a second copy
+            sessions = [s.session_id for server in servers for s in server.service.local_sessions]
+            assert sessions.count(session.session_id) == 1  # never two live copies
+    finally:
+        store.close()
+        await client_proxy.stop()
+        await redis_proxy.stop()
+        for server in servers:
+            server.stop()
+
+
+async def test_resume_on_the_same_instance_with_redis_keeps_its_copy(redis_server: RedisServer) -> None:
+    server = instance(redis_server.url)
+    try:
+        async with connect(server.ws_url, auto_resume=False) as first:
+            token = first.ready.resume_token
+            assert token is not None and len(await finals_for(first, 5)) == 5
+            async with connect(server.ws_url, resume=token, finals_end="0.1") as second:
+                assert second.ready.resumed is True and second.ready.session_id == first.session_id
+                code, _ = await superseded_close(first)
+                assert code == 4409
+                got = await finals_for(second, 5)
+                assert got[0].start == pytest.approx(0.1)
+    finally:
+        server.stop()
+
+
+async def test_after_redis_restarts_a_takeover_still_ends_the_older_copy(redis_server: RedisServer) -> None:
+    first, second = instance(redis_server.url), instance(redis_server.url)
+    try:
+        async with connect(first.ws_url, auto_resume=False) as old:
+            token, digest = digest_of(old)
+            assert len(await finals_for(old, 5)) == 5
+            redis_server.kill()
+            redis_server.start()  # the same port, nothing in it
+            store = redis.Redis(port=redis_server.port)
+            try:
+                # Both instances listen for takeovers again, and the live copy writes its state again.
+                await eventually(lambda: store.pubsub_numsub(SUPERSEDED_CHANNEL)[0][1] == 2, 15)
+                assert len(await finals_for(old, 5)) == 5
+                await shared_state_written(store, digest)
+            finally:
+                store.close()
+            async with connect(second.ws_url, resume=token, finals_end="0.2") as new:
+                assert new.ready.resumed is True and new.ready.session_id == old.session_id
+                code, _ = await superseded_close(old)
+                assert code == 4409
+                assert len(await finals_for(new, 5)) == 5
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def test_a_half_open_connection_is_superseded_without_waiting_for_its_heartbeat(
+    redis_server: RedisServer,
+) -> None:
+    # The client's network path died silently: the instance holding the session still counts it live (its
+    # heartbeat gives up only after HEARTBEAT_TIMEOUT_S, 45 s). The client resumes on the other instance.
+    first, second = (instance(redis_server.url, api_keys=(KEY,), max_sessions_per_key=1) for _ in range(2))
+    proxy = await CuttingProxy(first.port).start()
+    store = redis.Redis(port=redis_server.port)
+    try:
+        async with connect(proxy.ws_url, key=KEY, auto_resume=False) as old:
+            token, digest = digest_of(old)
+            assert len(await finals_for(old, 10)) == 10
+            await shared_state_written(store, digest)
+            proxy.freeze()
+            async with connect(second.ws_url, key=KEY, resume=token, finals_end="0.2") as new:
+                assert new.ready.resumed is True and new.ready.session_id == old.session_id
+                assert await until(first, lambda: gone(first), 15.0)  # ended at once, not by its heartbeat
+                got = await finals_for(new, 5)
+                assert got[0].start == pytest.approx(0.2)
+                assert store.get(state_key(digest)) is not None
+                with pytest.raises(SessionRefused):  # the key's one lease is still the session's
+                    async with connect(first.ws_url, key=KEY):
+                        pass
+    finally:
+        store.close()
+        await proxy.stop()
+        first.stop()
+        second.stop()

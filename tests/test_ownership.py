@@ -1,0 +1,149 @@
+"""One holder owns a session's shared state: the Redis scripts of resume/ownership.py, against a real redis-server.
+
+Two SharedState objects stand for two instances; no service runs. The end-to-end behaviour (4409, takeovers over
+real sockets) is in test_cross_instance.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+import redis
+
+from presales_ws.resume.leases import lease_key
+from presales_ws.resume.redis import SharedState, state_key
+from presales_ws.resume.state import SessionState, decoder
+from presales_ws.resume.takeovers import Holder
+from presales_ws.resume.tokens import new_token, token_digest
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def instances(redis_server: RedisServer) -> AsyncIterator[tuple[SharedState, SharedState]]:
+    first, second = (SharedState(redis_server.url, state_ttl_s=60.0) for _ in range(2))
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        await tg.start(second.run)
+        yield first, second
+        tg.cancel_scope.cancel()
+    await first.aclose()
+    await second.aclose()
+
+
+def state(received_s: float, key_id: str | None = None) -> SessionState:
+    return SessionState(
+        session_id="s_owned",
+        key_id=key_id,
+        sample_rate=16000,
+        channels=1,
+        channel_roles=("consultant", "customer"),
+        questions={},
+        context=[],
+        unanswered=[],
+        finals_end=[received_s],
+        received_s=received_s,
+    )
+
+
+def digest() -> str:
+    value = token_digest(new_token())
+    assert value is not None
+    return value
+
+
+def stored(redis_server: RedisServer, name: str) -> SessionState | None:
+    client = redis.Redis(port=redis_server.port)
+    try:
+        raw = client.get(state_key(name))
+    finally:
+        client.close()
+    return decoder.decode(raw) if raw is not None else None
+
+
+async def test_a_takeover_ends_the_older_copy_and_refuses_its_writes(
+    redis_server: RedisServer, instances: tuple[SharedState, SharedState]
+) -> None:
+    first, second = instances
+    name, told = digest(), anyio.Event()
+    first.hold(name, Holder("first", 0, told.set))
+    assert await first.save_now(name, "first", state(1.0))
+
+    taken = await second.take(name, "second", None, 16000, 1, here=None)
+    assert isinstance(taken, tuple) and taken[1].received_s == 1.0
+    with anyio.fail_after(5):
+        await told.wait()  # the takeover's message reached the instance holding the older copy
+    assert await second.save_now(name, "second", state(2.0))
+
+    # Writes the older copy had queued still reach Redis: each is refused there, and nothing changes.
+    assert await second.take_lease("key", "s_owned", 1) is True
+    assert await first.save_now(name, "first", state(1.5))
+    first.forget(name, "first")
+    first.hold_lease("key", "s_owned")
+    first.release_lease("key", "s_owned", name, "first")
+    with anyio.fail_after(5):
+        while first.queued:  # noqa: ASYNC110 (the writer task drains a plain queue)
+            await anyio.sleep(0.01)
+    current = stored(redis_server, name)
+    assert current is not None and current.received_s == 2.0
+    client = redis.Redis(port=redis_server.port)
+    try:
+        assert client.zscore(lease_key("key"), "s_owned") is not None  # the new holder's lease stays
+    finally:
+        client.close()
+
+
+async def test_a_write_refused_ends_a_copy_that_missed_the_takeover(
+    redis_server: RedisServer, instances: tuple[SharedState, SharedState]
+) -> None:
+    first, second = instances
+    name, told = digest(), anyio.Event()
+    assert await first.save_now(name, "first", state(1.0))
+    assert isinstance(await second.take(name, "second", None, 16000, 1, here=None), tuple)
+    first.hold(name, Holder("first", 0, told.set))  # it held the copy, but the message went by unheard
+    first.save(name, "first", state(1.5))
+    with anyio.fail_after(5):
+        await told.wait()
+    current = stored(redis_server, name)
+    assert current is not None and current.received_s == 1.0
+
+
+async def test_one_of_two_claims_at_once_wins(instances: tuple[SharedState, SharedState]) -> None:
+    first, second = instances
+    name = digest()
+    assert await first.save_now(name, "holder", state(1.0))
+    # Whichever reaches Redis first takes it; the other finds the claim in progress until the winner's first
+    # write, then may take it over in turn (a later resume supersedes).
+    assert isinstance(await first.take(name, "one", None, 16000, 1, here=None), tuple)
+    assert await second.take(name, "two", None, 16000, 1, here=None) == "contended"
+    assert await first.take(name, "three", None, 16000, 1, here="holder") == "contended"
+    assert await first.save_now(name, "one", state(1.2))
+    assert isinstance(await second.take(name, "two", None, 16000, 1, here=None), tuple)
+
+
+async def test_the_copy_held_here_is_claimed_in_place(
+    redis_server: RedisServer, instances: tuple[SharedState, SharedState]
+) -> None:
+    first, second = instances
+    name = digest()
+    assert await first.save_now(name, "holder", state(1.0, key_id="k1"))
+    assert await first.take(name, "new", "k1", 16000, 1, here="holder") == "here"  # no takeover, same owner
+    assert await second.take(name, "other", "k1", 16000, 1, here=None) == "contended"
+    assert await first.save_now(name, "holder", state(1.1, key_id="k1"))  # settles the claim
+    # Another key, another format, an unknown session: nothing is claimed.
+    assert await second.take(name, "other", "k2", 16000, 1, here=None) is None
+    assert await second.take(name, "other", None, 16000, 1, here=None) is None
+    assert await second.take(name, "other", "k1", 48000, 1, here=None) is None
+    assert await second.take(digest(), "other", "k1", 16000, 1, here=None) is None
+    current = stored(redis_server, name)
+    assert current is not None and current.received_s == 1.1
