@@ -223,11 +223,21 @@ def _step_nodes() -> list[Any]:
         n("Unsqueeze", ["h_next", "i0"], ["h_out"]),
         n("Unsqueeze", ["c_next", "i0"], ["c_out"]),
         n("Concat", ["h_out", "c_out"], ["stateN"], axis=0),
-        n("Relu", ["h_next"], ["h_relu"]),
+        *_head_nodes("h_next", "probabilities"),
+        n("Reshape", ["probabilities", "flat"], ["output"]),
+    ]
+
+
+def _head_nodes(hidden: str, probabilities: str) -> list[Any]:
+    """Silero's head on the LSTM's hidden state: ReLU, its 1x1 Conv as a product, sigmoid."""
+    from onnx import helper
+
+    n = helper.make_node
+    return [
+        n("Relu", [hidden], ["h_relu"]),
         n("MatMul", ["h_relu", "w_head"], ["head_mm"]),
         n("Add", ["head_mm", "b_head"], ["logit"]),
-        n("Sigmoid", ["logit"], ["probabilities"]),
-        n("Reshape", ["probabilities", "flat"], ["output"]),
+        n("Sigmoid", ["logit"], [probabilities]),
     ]
 
 
@@ -252,11 +262,8 @@ def _sequence_nodes() -> list[Any]:
             hidden_size=HIDDEN,
         ),
         n("Concat", ["h_last", "c_last"], ["stateN"], axis=0),
-        # head: ReLU, 1x1 Conv, sigmoid; then each window's probability, in the order of the windows
-        n("Relu", ["hidden_states"], ["h_relu"]),
-        n("MatMul", ["h_relu", "w_head"], ["head_mm"]),
-        n("Add", ["head_mm", "b_head"], ["logit"]),
-        n("Sigmoid", ["logit"], ["cell_probabilities"]),
+        # the head; then each window's probability, in the order of the windows
+        *_head_nodes("hidden_states", "cell_probabilities"),
         n("Reshape", ["cell_probabilities", "flat"], ["cell_probabilities_flat"]),
         n("Gather", ["cell_probabilities_flat", "order"], ["output"], axis=0),
     ]
