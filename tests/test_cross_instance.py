@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -31,13 +31,6 @@ from tests.test_shared_state import finals_for
 pytestmark = pytest.mark.anyio
 
 KEY = "cross-instance-key-0123456"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 def instance(redis_url: str, **overrides: object) -> LiveServer:
