@@ -12,7 +12,9 @@ import anyio
 import pytest
 import redis
 
+from presales_ws.resume import redis as shared_state
 from presales_ws.resume.leases import lease_key
+from presales_ws.resume.ownership import generation_key
 from presales_ws.resume.redis import SharedState, state_key
 from presales_ws.resume.state import SessionState, decoder
 from presales_ws.resume.takeovers import Holder
@@ -20,6 +22,13 @@ from presales_ws.resume.tokens import new_token, token_digest
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The health probe (which also ends a copy Redis names another owner for) runs once, at start: a copy that
+    ends is then one the takeover's message reached."""
+    monkeypatch.setattr(shared_state, "PROBE_INTERVAL_S", 3600.0)
 
 
 @pytest.fixture
@@ -140,3 +149,50 @@ async def test_the_copy_held_here_is_claimed_in_place(
     assert await second.take(digest(), "other", "k1", 16000, 1, here=None) is None
     current = stored(redis_server, name)
     assert current is not None and current.received_s == 1.1
+
+
+async def test_a_copy_taken_over_twice_is_told_after_redis_lost_the_count(
+    no_probe: None, redis_server: RedisServer, instances: tuple[SharedState, SharedState]
+) -> None:
+    first, second = instances
+    name, told = digest(), anyio.Event()
+    assert await first.save_now(name, "zero", state(1.0))
+    one = await second.take(name, "one", None, 16000, 1, here=None)
+    assert isinstance(one, tuple) and one[0] == 1
+    assert await second.save_now(name, "one", state(1.1), generation=1)
+    two = await first.take(name, "two", None, 16000, 1, here=None)
+    assert isinstance(two, tuple) and two[0] == 2
+    first.hold(name, Holder("two", 2, told.set))
+    assert await first.save_now(name, "two", state(1.2), generation=2)
+
+    store = redis.Redis(port=redis_server.port)
+    try:
+        store.flushall()  # Redis lost every key (a restart without persistence): the count restarts from nothing
+        assert await first.save_now(name, "two", state(1.3), generation=2)  # the copy's next write (a final, a ping)
+        assert store.get(generation_key(name)) == b"2" and store.pttl(generation_key(name)) > 0  # as the state
+    finally:
+        store.close()
+    three = await second.take(name, "three", None, 16000, 1, here=None)
+    assert isinstance(three, tuple) and three[0] == 3
+    with anyio.fail_after(5):
+        await told.wait()  # by the takeover's message (the probe is off, and the copy wrote nothing since)
+
+
+async def test_a_takeover_whose_count_started_again_still_ends_the_older_copy(
+    no_probe: None, redis_server: RedisServer, instances: tuple[SharedState, SharedState]
+) -> None:
+    first, second = instances
+    name, told = digest(), anyio.Event()
+    assert await first.save_now(name, "zero", state(1.0))
+    assert isinstance(await first.take(name, "one", None, 16000, 1, here=None), tuple)
+    first.hold(name, Holder("one", 1, told.set))
+    assert await first.save_now(name, "one", state(1.1), generation=1)
+    store = redis.Redis(port=redis_server.port)
+    try:
+        store.delete(generation_key(name))  # the count went (it expired), the state did not
+    finally:
+        store.close()
+    taken = await second.take(name, "two", None, 16000, 1, here=None)
+    assert isinstance(taken, tuple) and taken[0] == 1  # the same number as the copy's own takeover
+    with anyio.fail_after(5):
+        await told.wait()

@@ -54,6 +54,7 @@ class _Set(msgspec.Struct, frozen=True):
     owner: str
     state: SessionState  # encoded by the writer, not by the session that queued it
     ttl_ms: int
+    generation: int  # the takeover that made `owner` the holder: kept in Redis as long as the state
 
 
 class _Delete(msgspec.Struct, frozen=True):
@@ -121,8 +122,8 @@ class SharedState:
         """The copy ended here: no longer told of takeovers (its writes stay queued)."""
         self.takeovers.holders.remove(digest, owner)
 
-    def save(self, digest: str, owner: str, state: SessionState) -> None:
-        self._put(state_key(digest), _Set(digest, owner, state, self._state_ttl_ms))
+    def save(self, digest: str, owner: str, state: SessionState, *, generation: int = 0) -> None:
+        self._put(state_key(digest), _Set(digest, owner, state, self._state_ttl_ms, generation))
 
     def forget(self, digest: str, owner: str) -> None:
         """The session ended for good (stop, window passed): nobody may resume it anywhere."""
@@ -144,10 +145,10 @@ class SharedState:
 
     # --- where a client waits anyway: bounded ------------------------------------------------------------
 
-    async def save_now(self, digest: str, owner: str, state: SessionState) -> bool:
+    async def save_now(self, digest: str, owner: str, state: SessionState, *, generation: int = 0) -> bool:
         """Write a state before going on (a drain, before its 1012); False if Redis did not take it in time."""
         self._queue.pop(state_key(digest), None)
-        return await self._do(_Set(digest, owner, state, self._state_ttl_ms))
+        return await self._do(_Set(digest, owner, state, self._state_ttl_ms, generation))
 
     async def take(
         self, digest: str, owner: str, key_id: str | None, sample_rate: int, channels: int, *, here: str | None
@@ -252,7 +253,9 @@ class SharedState:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                 if isinstance(write, _Set):
                     keys = [state_key(write.digest), owner_key(write.digest), claim_key(write.digest)]
+                    keys.append(generation_key(write.digest))
                     args: list[str | bytes | int] = [write.owner, encoder.encode(write.state), write.ttl_ms]
+                    args.append(write.generation)
                     if not await self._scripts["save"](keys=keys, args=args):
                         self.takeovers.holders.refused(write.digest, write.owner)
                 elif isinstance(write, _Delete):

@@ -54,13 +54,15 @@ class Sharing:
         """Queue this session's state for Redis; never waits (the write happens off the hot path)."""
         session = self.session
         if session.service.shared is not None and session.digest and not self.disowned:
-            session.service.shared.save(session.digest, self.owner, self.state())
+            session.service.shared.save(session.digest, self.owner, self.state(), generation=self.generation)
 
     async def share_now(self) -> None:
         """Before a drain's 1012: the state another instance takes the session up from, written first."""
         session = self.session
         if session.service.shared is not None and session.digest and not self.disowned:
-            await session.service.shared.save_now(session.digest, self.owner, self.state())
+            await session.service.shared.save_now(
+                session.digest, self.owner, self.state(), generation=self.generation
+            )
 
     async def settle(self) -> None:
         """A resume claimed the session for this copy: write its state now, which ends the claim, before the
