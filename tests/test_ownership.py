@@ -14,12 +14,13 @@ import redis
 
 from presales_ws.resume import redis as shared_state
 from presales_ws.resume.leases import lease_key
-from presales_ws.resume.ownership import generation_key
+from presales_ws.resume.ownership import TAKE, claim_key, generation_key
 from presales_ws.resume.redis import SharedState, state_key
 from presales_ws.resume.state import SessionState, decoder
 from presales_ws.resume.takeovers import Holder
 from presales_ws.resume.tokens import new_token, token_digest
 from tests.redis_server import RedisServer
+from tests.tcp_proxy import CuttingProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -196,3 +197,40 @@ async def test_a_takeover_whose_count_started_again_still_ends_the_older_copy(
     assert isinstance(taken, tuple) and taken[0] == 1  # the same number as the copy's own takeover
     with anyio.fail_after(5):
         await told.wait()
+
+
+async def test_a_claim_whose_answer_was_lost_is_not_sent_again(redis_server: RedisServer) -> None:
+    # The claim reaches Redis, which runs it; the connection breaks before the answer comes back. Sending it again
+    # would find its own claim and answer "contended": the copy held here would lose its client to a new session.
+    proxy = await CuttingProxy(redis_server.port).start()
+    asker = SharedState(f"redis://127.0.0.1:{proxy.port}/0", state_ttl_s=60.0)  # not run: only its claims
+    writer = SharedState(redis_server.url, state_ttl_s=60.0)
+    store = redis.Redis(port=redis_server.port)
+    try:
+        name = digest()
+        assert await writer.save_now(name, "holder", state(1.0))
+        sha = store.script_load(TAKE).encode()
+        assert await asker.take(digest(), "warm", None, 16000, 1, here=None) is None  # a connection in its pool
+        store.config_resetstat()
+        answers: list[object] = []
+
+        async def claim() -> None:
+            answers.append(await asker.take(name, "new", None, 16000, 1, here="holder"))
+
+        proxy.hold()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim)
+            with anyio.fail_after(5):
+                while not any(sha in data for data in proxy.held()):  # noqa: ASYNC110 (the proxy is polled)
+                    await anyio.sleep(0.01)
+            proxy.release()  # the claim goes to Redis ...
+            proxy.cut()  # ... and its connection breaks before the answer
+
+        assert answers == [None]  # Redis could not say: the copy held here goes on from its own memory
+        assert store.info("commandstats")["cmdstat_evalsha"]["calls"] == 1  # the claim ran once
+        assert store.get(claim_key(name)) == b"holder"
+    finally:
+        store.close()
+        await proxy.stop()
+        await asker.aclose()
+        await writer.aclose()
