@@ -105,6 +105,7 @@ class Session:
                 if self.takeover is not None:
                     await self.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
                 self.outbound.send(self.ready(resumed=self.takeover is not None))
+                self.sharing.taken_up = True
                 async with anyio.create_task_group() as tg:
                     self.task_group = tg
                     await self._start_prompter(tg)
@@ -112,9 +113,11 @@ class Session:
                     tg.start_soon(self.watch_limits, stream, info.drain)
                     tg.start_soon(self.links.serve, stream)
         except TranscriberBusy as exc:
+            await self.sharing.hand_back()
             await self.refuse("transcriber_busy", str(exc), CloseCode.TRY_AGAIN_LATER)
         except Exception:
             self.log.exception("session.failed")
+            await self.sharing.hand_back()
             await self.refuse("internal", "internal error; the session is closed", CloseCode.INTERNAL_ERROR)
         finally:
             self._release(info, started)
