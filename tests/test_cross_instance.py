@@ -22,12 +22,12 @@ from presales_ws.app import create_app
 from presales_ws.audio import AudioFormat
 from presales_ws.client import Session, SessionRefused, connect
 from presales_ws.client.wavfile import read_wav
-from presales_ws.protocol import Status, Transcript
+from presales_ws.protocol import KEY_PREFIX, SUBPROTOCOL, Status, Transcript
 from presales_ws.resume import redis as shared_state
 from presales_ws.resume.leases import lease_key
 from presales_ws.resume.ownership import SUPERSEDED_CHANNEL, TAKE, claim_key, owner_key
 from presales_ws.resume.redis import state_key
-from presales_ws.resume.tokens import token_digest
+from presales_ws.resume.tokens import new_token, token_digest
 from presales_ws.transcribers.base import TranscriberBusy
 from tests.conftest import LiveServer, make_settings
 from tests.redis_server import RedisServer
@@ -317,6 +317,11 @@ async def test_a_half_open_connection_is_superseded_without_waiting_for_its_hear
         second.stop()
 
 
+def scripts_run(store: redis.Redis) -> int:
+    stats = store.info("commandstats").get("cmdstat_evalsha")
+    return int(stats["calls"]) if stats else 0
+
+
 class BusyEcho(EchoTranscriber):
     """The echo engine, at capacity while `busy`: it refuses a stream as the embedded engine does when full."""
 
@@ -368,6 +373,48 @@ async def test_a_takeover_the_new_instance_cannot_serve_leaves_the_session_to_re
         store.close()
         first.stop()
         second.stop()
+
+
+async def test_a_client_gone_during_the_handshake_leaves_nothing_behind(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resume waits on its claim before the handshake completes (the proxy holds the claim); the client leaves
+    # meanwhile. The session the server then opens (it takes the key's lease first) cannot even accept the socket:
+    # it lets go of its place here and of its lease, which nothing else would release.
+    monkeypatch.setattr(shared_state, "REDIS_TIMEOUT_S", 30.0)  # the claim waits for the test, not a timeout
+    redis_proxy = await CuttingProxy(redis_server.port).start()
+    server = instance(f"redis://127.0.0.1:{redis_proxy.port}/0", api_keys=(KEY,))
+    store = redis.Redis(port=redis_server.port)
+    claim, lease = store.script_load(TAKE).encode(), lease_key(key_id(KEY))
+    try:
+        async with connect(server.ws_url, key=KEY, resume=new_token()) as warm:  # the claims' connection, pooled
+            assert warm.ready.resumed is False
+        shared = server.service.shared
+        assert shared is not None
+        await eventually(lambda: gone(server) and not server.server.server_state.connections and not shared.queued)
+        store.config_resetstat()
+
+        redis_proxy.hold()
+        request = (
+            f"GET /ws/session?resume={new_token()}&sample_rate=16000&channels=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}, {KEY_PREFIX}{KEY}\r\n\r\n"
+        )
+        client = await anyio.connect_tcp("127.0.0.1", server.port)
+        await client.send(request.encode())
+        await eventually(lambda: any(claim in data for data in redis_proxy.held()))
+        await client.aclose()  # gone before the server answers the handshake
+        await eventually(lambda: not server.server.server_state.connections)
+        redis_proxy.release()
+
+        # The claim, the key's lease, then what the session let go of: the lease (and its token's state), and its
+        # place here. Without that, two scripts ran and the lease stayed, kept alive from here.
+        await eventually(lambda: scripts_run(store) >= 3 and not store.zcard(lease), 15)
+        assert gone(server) and not server.service.local_sessions and not len(shared.takeovers.holders)
+    finally:
+        store.close()
+        await redis_proxy.stop()
+        server.stop()
 
 
 async def test_a_takeover_refused_by_the_keys_limit_after_its_claim_leaves_the_session_to_resume(

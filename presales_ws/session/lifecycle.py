@@ -90,17 +90,9 @@ class Session:
     async def run(self) -> None:
         started = time.monotonic()
         info = self._register()
-        websocket = self.links.websocket
-        await websocket.accept(subprotocol=self.admission.subprotocol)
-        self.log.info(
-            "session.connected",
-            client=info.client,
-            key_id=self.admission.key_id,
-            sample_rate=self.format.sample_rate,
-            channels=self.format.channels,
-            encoding=self.declaration.encoding,
-        )
-        try:
+        try:  # from here on, whatever happens, the `finally` lets go of what `_register` took
+            if not await self._accept(info):
+                return
             async with self.service.transcriber.stream(self.format, info.session_id) as stream:
                 if self.takeover is not None:
                     await self.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
@@ -121,6 +113,24 @@ class Session:
             await self.refuse("internal", "internal error; the session is closed", CloseCode.INTERNAL_ERROR)
         finally:
             self._release(info, started)
+
+    async def _accept(self, info: SessionInfo) -> bool:
+        """Complete the WebSocket handshake; False when the client left during it (nothing to say to it)."""
+        try:
+            await self.links.websocket.accept(subprotocol=self.admission.subprotocol)
+        except Exception as exc:  # uvicorn's ClientDisconnected, or a socket error
+            self.log.info("session.gone_before_accept", client=info.client, error=type(exc).__name__)
+            await self.sharing.hand_back()
+            return False
+        self.log.info(
+            "session.connected",
+            client=info.client,
+            key_id=self.admission.key_id,
+            sample_rate=self.format.sample_rate,
+            channels=self.format.channels,
+            encoding=self.declaration.encoding,
+        )
+        return True
 
     def _register(self) -> SessionInfo:
         """Take a place in the registry (and, with a resume token, in the sessions a token reaches)."""
