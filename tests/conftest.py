@@ -18,6 +18,7 @@ from presales_ws.app import create_app
 from presales_ws.config import Settings
 from presales_ws.server import uvicorn_config
 from presales_ws.service import Service
+from tests.redis_server import RedisServer
 
 T = TypeVar("T")
 
@@ -101,5 +102,13 @@ def make_settings(**overrides: object) -> Settings:
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[LiveServer]:
     server = LiveServer(make_settings()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for one test (skipped where it is not installed)."""
+    server = RedisServer().start()
     yield server
     server.stop()

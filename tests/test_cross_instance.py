@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 import redis
 
+from bench.echo_server import EchoStream, EchoTranscriber
+from presales_ws.access import key_id
+from presales_ws.app import create_app
+from presales_ws.audio import AudioFormat
 from presales_ws.client import Session, SessionRefused, connect
 from presales_ws.client.wavfile import read_wav
-from presales_ws.protocol import Status, Transcript
-from presales_ws.resume.ownership import SUPERSEDED_CHANNEL, TAKE, owner_key
+from presales_ws.protocol import KEY_PREFIX, SUBPROTOCOL, Status, Transcript
+from presales_ws.resume import redis as shared_state
+from presales_ws.resume.leases import lease_key
+from presales_ws.resume.ownership import SUPERSEDED_CHANNEL, TAKE, claim_key, owner_key
 from presales_ws.resume.redis import state_key
-from presales_ws.resume.tokens import token_digest
+from presales_ws.resume.tokens import new_token, token_digest
+from presales_ws.transcribers.base import TranscriberBusy
 from tests.conftest import LiveServer, make_settings
 from tests.redis_server import RedisServer
 from tests.support import FIXTURES, final_text, reference_text, word_error_rate, words
@@ -31,13 +39,6 @@ from tests.test_shared_state import finals_for
 pytestmark = pytest.mark.anyio
 
 KEY = "cross-instance-key-0123456"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 def instance(redis_url: str, **overrides: object) -> LiveServer:
@@ -312,5 +313,146 @@ async def test_a_half_open_connection_is_superseded_without_waiting_for_its_hear
     finally:
         store.close()
         await proxy.stop()
+        first.stop()
+        second.stop()
+
+
+def scripts_run(store: redis.Redis) -> int:
+    stats = store.info("commandstats").get("cmdstat_evalsha")
+    return int(stats["calls"]) if stats else 0
+
+
+class BusyEcho(EchoTranscriber):
+    """The echo engine, at capacity while `busy`: it refuses a stream as the embedded engine does when full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = True
+
+    @asynccontextmanager
+    async def stream(self, fmt: AudioFormat, session_id: str) -> AsyncIterator[EchoStream]:
+        if self.busy:
+            raise TranscriberBusy("the engine is at capacity; try again later")
+        async with super().stream(fmt, session_id) as stream:
+            yield stream
+
+
+@pytest.mark.parametrize("back_on", ["first", "second"])
+async def test_a_takeover_the_new_instance_cannot_serve_leaves_the_session_to_resume(
+    redis_server: RedisServer, back_on: str
+) -> None:
+    # The second instance claims the session (the copy on the first ends at once), then its engine refuses the
+    # stream: it hands the state back as it took it. The client's next resume takes the session over, on the
+    # first instance or on the second once it has room, with nothing lost.
+    engine = BusyEcho()
+    settings = make_settings(redis_url=redis_server.url, resume_window_s=30.0)
+    first = instance(redis_server.url)
+    second = LiveServer(settings, create_app(settings, transcriber=engine)).start()
+    store = redis.Redis(port=redis_server.port)
+    try:
+        async with connect(first.ws_url, auto_resume=False) as old:
+            token, digest = digest_of(old)
+            assert len(await finals_for(old, 10)) == 10
+            await shared_state_written(store, digest)
+            with pytest.raises(SessionRefused) as refused:
+                async with connect(second.ws_url, resume=token, finals_end="0.2", auto_resume=False):
+                    pass
+            assert refused.value.code == "transcriber_busy" and refused.value.close_code == 1013
+            code, _ = await superseded_close(old)
+            assert code == 4409
+        assert await until(second, lambda: gone(first, second))
+
+        engine.busy = False
+        back_to = first if back_on == "first" else second
+        async with connect(back_to.ws_url, resume=token, finals_end="0.2") as back:
+            assert back.ready.resumed is True and back.ready.session_id == old.session_id
+            assert back.ready.received_s == pytest.approx(0.2)
+            got = await finals_for(back, 5)
+            assert got[0].start == pytest.approx(0.2) and got[-1].end == pytest.approx(0.3)
+    finally:
+        store.close()
+        first.stop()
+        second.stop()
+
+
+async def test_a_client_gone_during_the_handshake_leaves_nothing_behind(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resume waits on its claim before the handshake completes (the proxy holds the claim); the client leaves
+    # meanwhile. The session the server then opens (it takes the key's lease first) cannot even accept the socket:
+    # it lets go of its place here and of its lease, which nothing else would release.
+    monkeypatch.setattr(shared_state, "REDIS_TIMEOUT_S", 30.0)  # the claim waits for the test, not a timeout
+    redis_proxy = await CuttingProxy(redis_server.port).start()
+    server = instance(f"redis://127.0.0.1:{redis_proxy.port}/0", api_keys=(KEY,))
+    store = redis.Redis(port=redis_server.port)
+    claim, lease = store.script_load(TAKE).encode(), lease_key(key_id(KEY))
+    try:
+        async with connect(server.ws_url, key=KEY, resume=new_token()) as warm:  # the claims' connection, pooled
+            assert warm.ready.resumed is False
+        shared = server.service.shared
+        assert shared is not None
+        await eventually(lambda: gone(server) and not server.server.server_state.connections and not shared.queued)
+        store.config_resetstat()
+
+        redis_proxy.hold()
+        request = (
+            f"GET /ws/session?resume={new_token()}&sample_rate=16000&channels=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}, {KEY_PREFIX}{KEY}\r\n\r\n"
+        )
+        client = await anyio.connect_tcp("127.0.0.1", server.port)
+        await client.send(request.encode())
+        await eventually(lambda: any(claim in data for data in redis_proxy.held()))
+        await client.aclose()  # gone before the server answers the handshake
+        await eventually(lambda: not server.server.server_state.connections)
+        redis_proxy.release()
+
+        # The claim, the key's lease, then what the session let go of: the lease (and its token's state), and its
+        # place here. Without that, two scripts ran and the lease stayed, kept alive from here.
+        await eventually(lambda: scripts_run(store) >= 3 and not store.zcard(lease), 15)
+        assert gone(server) and not server.service.local_sessions and not len(shared.takeovers.holders)
+    finally:
+        store.close()
+        await redis_proxy.stop()
+        server.stop()
+
+
+async def test_a_takeover_refused_by_the_keys_limit_after_its_claim_leaves_the_session_to_resume(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key's limit across instances can only be checked once the claim named the session: a takeover refused
+    # there hands the session back (its claim ended), so a resume once the key has room takes it over.
+    monkeypatch.setattr(shared_state, "LEASE_REFRESH_S", 3600.0)  # a lease taken out of Redis stays out
+    first, second = (instance(redis_server.url, api_keys=(KEY,), max_sessions_per_key=2) for _ in range(2))
+    store = redis.Redis(port=redis_server.port)
+    lease = lease_key(key_id(KEY))
+    try:
+        async with connect(first.ws_url, key=KEY, auto_resume=False) as old:
+            token, digest = digest_of(old)
+            assert len(await finals_for(old, 10)) == 10
+            await shared_state_written(store, digest)
+            store.zrem(lease, old.session_id)  # its lease lapsed (its instance was cut off from Redis for a while)
+            async with (
+                connect(second.ws_url, key=KEY, auto_resume=False) as other,
+                connect(first.ws_url, key=KEY, auto_resume=False) as third,
+            ):
+                with pytest.raises(SessionRefused) as refused:  # the key's two places are taken
+                    async with connect(second.ws_url, key=KEY, resume=token, finals_end="0.2", auto_resume=False):
+                        pass
+                assert refused.value.code == "too_many_sessions"
+                code, _ = await superseded_close(old)  # the claim had ended the older copy
+                assert code == 4409
+                assert not store.exists(claim_key(digest))  # handed back: no claim left to block a resume
+                await third.stop()
+                assert [m async for m in third][-1].state == "closed"  # type: ignore[union-attr]
+                await eventually(lambda: store.zcard(lease) == 1)
+
+                async with connect(first.ws_url, key=KEY, resume=token, finals_end="0.2") as back:
+                    assert back.ready.resumed is True and back.ready.session_id == old.session_id
+                    got = await finals_for(back, 5)
+                    assert got[0].start == pytest.approx(0.2)
+                assert len(await finals_for(other, 2)) == 2
+    finally:
+        store.close()
         first.stop()
         second.stop()

@@ -6,27 +6,30 @@ real sockets) is in test_cross_instance.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 import redis
 
+from presales_ws.resume import redis as shared_state
 from presales_ws.resume.leases import lease_key
+from presales_ws.resume.ownership import TAKE, claim_key, generation_key
 from presales_ws.resume.redis import SharedState, state_key
 from presales_ws.resume.state import SessionState, decoder
 from presales_ws.resume.takeovers import Holder
 from presales_ws.resume.tokens import new_token, token_digest
 from tests.redis_server import RedisServer
+from tests.tcp_proxy import CuttingProxy
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
+def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The health probe (which also ends a copy Redis names another owner for) runs once, at start: a copy that
+    ends is then one the takeover's message reached."""
+    monkeypatch.setattr(shared_state, "PROBE_INTERVAL_S", 3600.0)
 
 
 @pytest.fixture
@@ -147,3 +150,87 @@ async def test_the_copy_held_here_is_claimed_in_place(
     assert await second.take(digest(), "other", "k1", 16000, 1, here=None) is None
     current = stored(redis_server, name)
     assert current is not None and current.received_s == 1.1
+
+
+async def test_a_copy_taken_over_twice_is_told_after_redis_lost_the_count(
+    no_probe: None, redis_server: RedisServer, instances: tuple[SharedState, SharedState]
+) -> None:
+    first, second = instances
+    name, told = digest(), anyio.Event()
+    assert await first.save_now(name, "zero", state(1.0))
+    one = await second.take(name, "one", None, 16000, 1, here=None)
+    assert isinstance(one, tuple) and one[0] == 1
+    assert await second.save_now(name, "one", state(1.1), generation=1)
+    two = await first.take(name, "two", None, 16000, 1, here=None)
+    assert isinstance(two, tuple) and two[0] == 2
+    first.hold(name, Holder("two", 2, told.set))
+    assert await first.save_now(name, "two", state(1.2), generation=2)
+
+    store = redis.Redis(port=redis_server.port)
+    try:
+        store.flushall()  # Redis lost every key (a restart without persistence): the count restarts from nothing
+        assert await first.save_now(name, "two", state(1.3), generation=2)  # the copy's next write (a final, a ping)
+        assert store.get(generation_key(name)) == b"2" and store.pttl(generation_key(name)) > 0  # as the state
+    finally:
+        store.close()
+    three = await second.take(name, "three", None, 16000, 1, here=None)
+    assert isinstance(three, tuple) and three[0] == 3
+    with anyio.fail_after(5):
+        await told.wait()  # by the takeover's message (the probe is off, and the copy wrote nothing since)
+
+
+async def test_a_takeover_whose_count_started_again_still_ends_the_older_copy(
+    no_probe: None, redis_server: RedisServer, instances: tuple[SharedState, SharedState]
+) -> None:
+    first, second = instances
+    name, told = digest(), anyio.Event()
+    assert await first.save_now(name, "zero", state(1.0))
+    assert isinstance(await first.take(name, "one", None, 16000, 1, here=None), tuple)
+    first.hold(name, Holder("one", 1, told.set))
+    assert await first.save_now(name, "one", state(1.1), generation=1)
+    store = redis.Redis(port=redis_server.port)
+    try:
+        store.delete(generation_key(name))  # the count went (it expired), the state did not
+    finally:
+        store.close()
+    taken = await second.take(name, "two", None, 16000, 1, here=None)
+    assert isinstance(taken, tuple) and taken[0] == 1  # the same number as the copy's own takeover
+    with anyio.fail_after(5):
+        await told.wait()
+
+
+async def test_a_claim_whose_answer_was_lost_is_not_sent_again(redis_server: RedisServer) -> None:
+    # The claim reaches Redis, which runs it; the connection breaks before the answer comes back. Sending it again
+    # would find its own claim and answer "contended": the copy held here would lose its client to a new session.
+    proxy = await CuttingProxy(redis_server.port).start()
+    asker = SharedState(f"redis://127.0.0.1:{proxy.port}/0", state_ttl_s=60.0)  # not run: only its claims
+    writer = SharedState(redis_server.url, state_ttl_s=60.0)
+    store = redis.Redis(port=redis_server.port)
+    try:
+        name = digest()
+        assert await writer.save_now(name, "holder", state(1.0))
+        sha = store.script_load(TAKE).encode()
+        assert await asker.take(digest(), "warm", None, 16000, 1, here=None) is None  # a connection in its pool
+        store.config_resetstat()
+        answers: list[object] = []
+
+        async def claim() -> None:
+            answers.append(await asker.take(name, "new", None, 16000, 1, here="holder"))
+
+        proxy.hold()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim)
+            with anyio.fail_after(5):
+                while not any(sha in data for data in proxy.held()):  # noqa: ASYNC110 (the proxy is polled)
+                    await anyio.sleep(0.01)
+            proxy.release()  # the claim goes to Redis ...
+            proxy.cut()  # ... and its connection breaks before the answer
+
+        assert answers == [None]  # Redis could not say: the copy held here goes on from its own memory
+        assert store.info("commandstats")["cmdstat_evalsha"]["calls"] == 1  # the claim ran once
+        assert store.get(claim_key(name)) == b"holder"
+    finally:
+        store.close()
+        await proxy.stop()
+        await asker.aclose()
+        await writer.aclose()

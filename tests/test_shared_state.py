@@ -6,7 +6,6 @@ A real redis-server on a free loopback port; two service instances in this proce
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import anyio
 import httpx
@@ -31,13 +30,6 @@ pytestmark = pytest.mark.anyio
 KEY = "shared-state-test-key-0123"
 OTHER_KEY = "another-valid-key-4567890"
 FRAME = b"\x01\x00" * 320  # 20 ms of 16 kHz mono
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 def echo_server(redis_url: str, **overrides: object) -> LiveServer:

@@ -47,6 +47,16 @@ async def claim_session(
     return Takeover(state, params.resume, finals_end, owner=owner, generation=generation)
 
 
+async def hand_back(service: Service, takeover: Takeover) -> None:
+    """A takeover claimed here that this instance cannot take up (a refusal after the claim, its engine at
+    capacity, a failure before `ready`): the copy that held the session has ended already, so the state goes back
+    to Redis as it was taken, under this claim's owner, which ends the claim. The session is not lost: the
+    client's next resume, on any instance, takes it over."""
+    digest = token_digest(takeover.token)
+    if service.shared is not None and digest is not None:
+        await service.shared.save_now(digest, takeover.owner, takeover.state, generation=takeover.generation)
+
+
 async def check_shared_capacity(service: Service, admission: Admission, session_id: str) -> None:
     """MAX_SESSIONS_PER_KEY across every instance sharing REDIS_URL; Redis down: this instance's count only."""
     if service.shared is None or admission.key_id is None:

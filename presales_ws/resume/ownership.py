@@ -35,13 +35,18 @@ def generation_key(digest: str) -> str:
     return f"presales:generation:{digest}"
 
 
-# KEYS: state, owner, claim; ARGV: owner, state, ttl (ms). 1 written; 0 another holder owns the session.
+# KEYS: state, owner, claim, generation; ARGV: owner, state, ttl (ms), the writer's generation. 1 written; 0
+# another holder owns the session. The generation lives as long as the state, and never below the writer's: a
+# Redis that restarted (or a key that expired) gets it back with the state, so the next takeover's number is
+# higher than that of every copy still held.
 SAVE = """
 local owner = redis.call('GET', KEYS[2])
 if owner and owner ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+local generation = math.max(tonumber(redis.call('GET', KEYS[4]) or '0') or 0, tonumber(ARGV[4]))
+redis.call('SET', KEYS[4], generation, 'PX', ARGV[3])
 return 1
 """
 

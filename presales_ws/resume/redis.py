@@ -2,10 +2,12 @@
 
 Nothing a transcript waits for touches Redis: writes go into a bounded queue (one entry per session state, the
 newest replacing an older one still queued) that one task drains; when Redis is slow or down the oldest entries
-give way, with one warning a minute. Reads happen only where a client waits anyway: at connect (a lease) and at
-a resume (a claim, and from another instance a state), each bounded by REDIS_TIMEOUT_S. Each write checks, in
-the same script, that its session's copy here still owns it (resume/ownership.py); resume/takeovers.py hears of
-the takeovers other instances make.
+give way, with one warning a minute. Reads happen where a client waits anyway: at connect (a lease) and at a
+resume (a claim, and from another instance a state), each bounded by REDIS_TIMEOUT_S; and in the background, the
+health probe every PROBE_INTERVAL_S, which also reads (one MGET) the owner of every session held here, to end a
+copy whose takeover message was missed (resume/takeovers.py). Each write checks, in the same script, that its
+session's copy here still owns it (resume/ownership.py); resume/takeovers.py hears of the takeovers other
+instances make.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import anyio
 import anyio.abc
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from presales_ws.logs import get_logger
 from presales_ws.resume.leases import LEASE_REFRESH_S, LEASE_TTL_S, TAKE_LEASE, lease_key
@@ -43,6 +48,11 @@ RETRY_AFTER_S = 1.0  # after a failed write, before the next try
 PROBE_INTERVAL_S = 5.0  # how often the health of Redis is checked (and a lost Redis noticed)
 WARN_INTERVAL_S = 60.0  # at most one warning a minute while Redis is down or slow
 
+# redis-py checks a pooled connection for a close Redis already sent before it hands it out (so a command is not
+# written to a connection Redis closed, e.g. after a restart), unless it listens for maintenance notices (RESP3's
+# default), which a single Redis never sends.
+NO_NOTICES = MaintNotificationsConfig(enabled=False)
+
 log = get_logger("presales_ws.redis")
 
 Health = Literal["ok", "down"]
@@ -54,6 +64,7 @@ class _Set(msgspec.Struct, frozen=True):
     owner: str
     state: SessionState  # encoded by the writer, not by the session that queued it
     ttl_ms: int
+    generation: int  # the takeover that made `owner` the holder: kept in Redis as long as the state
 
 
 class _Delete(msgspec.Struct, frozen=True):
@@ -71,7 +82,7 @@ class _Release(msgspec.Struct, frozen=True):
 _Write = _Set | _Delete | _Release
 
 
-_SCRIPTS = {"save": SAVE, "forget": FORGET, "release": RELEASE, "take": TAKE}
+_SCRIPTS = {"save": SAVE, "forget": FORGET, "release": RELEASE}
 
 
 def state_key(digest: str) -> str:
@@ -91,10 +102,16 @@ class SharedState:
     hears of takeovers."""
 
     def __init__(self, url: str, *, state_ttl_s: float) -> None:
-        self._redis: Any = aioredis.Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S, health_check_interval=0
+        timeouts: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
+        self._redis: Any = aioredis.Redis.from_url(url, health_check_interval=0, **timeouts)
+        # What a client waits on goes through connections of its own, whose commands redis-py never resends by
+        # itself (by default it does, after a connection error or a timeout): a claim reaches Redis at most once.
+        never = Retry(NoBackoff(), 0)
+        self._asker: Any = aioredis.Redis.from_url(
+            url, health_check_interval=0, retry=never, maint_notifications_config=NO_NOTICES, **timeouts
         )
-        self._take_lease = self._redis.register_script(TAKE_LEASE)
+        self._take_lease = self._asker.register_script(TAKE_LEASE)
+        self._take = self._asker.register_script(TAKE)
         self._scripts = {name: self._redis.register_script(code) for name, code in _SCRIPTS.items()}
         self._state_ttl_ms = int(state_ttl_s * 1000)
         self._queue: OrderedDict[str, _Write] = OrderedDict()
@@ -121,8 +138,8 @@ class SharedState:
         """The copy ended here: no longer told of takeovers (its writes stay queued)."""
         self.takeovers.holders.remove(digest, owner)
 
-    def save(self, digest: str, owner: str, state: SessionState) -> None:
-        self._put(state_key(digest), _Set(digest, owner, state, self._state_ttl_ms))
+    def save(self, digest: str, owner: str, state: SessionState, *, generation: int = 0) -> None:
+        self._put(state_key(digest), _Set(digest, owner, state, self._state_ttl_ms, generation))
 
     def forget(self, digest: str, owner: str) -> None:
         """The session ended for good (stop, window passed): nobody may resume it anywhere."""
@@ -144,10 +161,10 @@ class SharedState:
 
     # --- where a client waits anyway: bounded ------------------------------------------------------------
 
-    async def save_now(self, digest: str, owner: str, state: SessionState) -> bool:
+    async def save_now(self, digest: str, owner: str, state: SessionState, *, generation: int = 0) -> bool:
         """Write a state before going on (a drain, before its 1012); False if Redis did not take it in time."""
         self._queue.pop(state_key(digest), None)
-        return await self._do(_Set(digest, owner, state, self._state_ttl_ms))
+        return await self._do(_Set(digest, owner, state, self._state_ttl_ms, generation))
 
     async def take(
         self, digest: str, owner: str, key_id: str | None, sample_rate: int, channels: int, *, here: str | None
@@ -159,7 +176,7 @@ class SharedState:
         keys = [state_key(digest), owner_key(digest), claim_key(digest), generation_key(digest)]
         args = [owner, self._state_ttl_ms, int(CLAIM_TTL_S * 1000), SUPERSEDED_CHANNEL, digest]
         args += [key_id or "", sample_rate, channels, here or ""]
-        taken = await self._ask(self._scripts["take"], keys=keys, args=args)
+        taken = await self._ask(self._take, keys=keys, args=args, once=True)
         if taken == 1:
             return "here"
         if taken == -1:
@@ -186,22 +203,54 @@ class SharedState:
         """Refresh this session's lease from here on (Redis could not be asked when it started)."""
         self._leases[session_id] = key_id
 
-    async def _ask(self, command: Any, *args: Any, **kwargs: Any) -> Any:
-        """One command a client waits on, bounded; None when Redis is down or too slow. A connection Redis closed
+    async def _ask(self, script: Any, *, keys: list[str], args: list[Any], once: bool = False) -> Any:
+        """One script a client waits on, bounded; None when Redis is down or too slow. A connection Redis closed
         (it restarted since the pool last used it) means the idle ones are stale too: they are dropped, and the
-        command is sent once more on a new connection."""
+        script is sent again on a new connection; unless it must run at most once (`once`: a claim, which Redis
+        may have run before the connection broke): that one is sent again only if sending it failed."""
         try:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
-                try:
-                    answer = await command(*args, **kwargs)
-                except RedisConnectionError:
-                    await self._redis.connection_pool.disconnect(inuse_connections=False)
-                    answer = await command(*args, **kwargs)
+                if once:
+                    answer = await self._run_once(script, keys, args)
+                else:
+                    try:
+                        answer = await script(keys=keys, args=args)
+                    except RedisConnectionError:
+                        await self._asker.connection_pool.disconnect(inuse_connections=False)
+                        answer = await script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(exc)
             return None
         self._up()
         return answer
+
+    async def _run_once(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Send `script` on one connection and read its answer. Sent again only when it did not leave: a stale
+        connection fails as it is written to, and a Redis that lost its scripts (a restart) answers NOSCRIPT
+        without running it. A connection left with an answer unread (a timeout) is closed, never reused."""
+        pool = self._asker.connection_pool
+        connection = await pool.get_connection()
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            try:
+                await connection.send_command(*command)
+            except RedisConnectionError:
+                await pool.disconnect(inuse_connections=False)
+                await connection.send_command(*command)
+            try:
+                return await connection.read_response()
+            except NoScriptError:
+                await connection.send_command("SCRIPT", "LOAD", script.script)
+                await connection.read_response()
+                await connection.send_command(*command)
+                return await connection.read_response()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.disconnect(nowait=True)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.release(connection)
 
     # --- the background work ------------------------------------------------------------------------------
 
@@ -220,6 +269,7 @@ class SharedState:
                 _, write = self._queue.popitem(last=False)
                 await self._do(write)
         await self._redis.aclose()
+        await self._asker.aclose()
 
     def _put(self, name: str, write: _Write) -> None:
         self._queue.pop(name, None)
@@ -252,7 +302,9 @@ class SharedState:
             with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                 if isinstance(write, _Set):
                     keys = [state_key(write.digest), owner_key(write.digest), claim_key(write.digest)]
+                    keys.append(generation_key(write.digest))
                     args: list[str | bytes | int] = [write.owner, encoder.encode(write.state), write.ttl_ms]
+                    args.append(write.generation)
                     if not await self._scripts["save"](keys=keys, args=args):
                         self.takeovers.holders.refused(write.digest, write.owner)
                 elif isinstance(write, _Delete):
@@ -292,12 +344,22 @@ class SharedState:
             try:
                 with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                     await self._redis.ping()
+                    await self._check_asker()
                 await self.takeovers.reconcile()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
             else:
                 self._up()
             await anyio.sleep(PROBE_INTERVAL_S)
+
+    async def _check_asker(self) -> None:
+        """The connection claims go out on, checked with each probe (made again after a Redis restart): a claim
+        finds one ready, which a stale one would cost its single send."""
+        try:
+            await self._asker.ping()
+        except RedisConnectionError:
+            await self._asker.connection_pool.disconnect(inuse_connections=False)
+            await self._asker.ping()
 
     def _down(self, exc: BaseException) -> None:
         self.health = "down"

@@ -45,9 +45,11 @@ class Holders:
         return {digest: holder.owner for digest, holder in self._holders.items()}
 
     def taken(self, digest: str, generation: int, owner: str) -> None:
-        """Another instance (or this one) took the session over: a copy from before that takeover ends."""
+        """Another instance (or this one) took the session over: a copy from before that takeover ends. A message
+        older than this copy's own takeover (a lower number) is stale; the same number under another owner is a
+        later takeover whose count started again (SAVE puts it back with the state, so that stays rare)."""
         holder = self._holders.get(digest)
-        if holder is not None and holder.owner != owner and holder.generation < generation:
+        if holder is not None and holder.owner != owner and holder.generation <= generation:
             self._end(digest, holder)
 
     def refused(self, digest: str, owner: str) -> None:

@@ -16,7 +16,7 @@ from presales_ws.declaration import FORMAT_FIELDS, Declaration
 from presales_ws.logs import get_logger
 from presales_ws.protocol import CloseCode, Error, SessionParams
 from presales_ws.registry import new_session_id
-from presales_ws.resume.admission import check_shared_capacity, claim_session
+from presales_ws.resume.admission import check_shared_capacity, claim_session, hand_back
 from presales_ws.resume.replay import parse_finals_end
 from presales_ws.resume.state import Takeover
 from presales_ws.service import Service
@@ -47,6 +47,7 @@ class SessionEndpoint:
         websocket = WebSocket(self.scope, receive=self.receive, send=self.send)
         service: Service = self.scope["app"].state.service
         subprotocol = offered_subprotocol(websocket)
+        takeover: Takeover | None = None
         try:
             admission = service.gate.admit(websocket)
             params, channel_roles = self.parse_params(websocket, service)
@@ -59,6 +60,8 @@ class SessionEndpoint:
             session_id = takeover.state.session_id if takeover else new_session_id()
             await check_shared_capacity(service, admission, session_id)
         except Refused as refusal:
+            if takeover is not None:  # claimed, then refused: the session stays for the client's next resume
+                await hand_back(service, takeover)
             log.info("session.refused", reason=refusal.code, close_code=int(refusal.close_code))
             error = Error(refusal.code, refusal.message)
             await close(websocket, refusal.close_code, refusal.code, error=error, subprotocol=subprotocol)
@@ -76,7 +79,8 @@ class SessionEndpoint:
     ) -> Takeover | bool:
         """What a resume token reaches: True once the copy held here served this socket (it is done with it); a
         Takeover of the session from Redis; False for a new session. A connection that would open a session here
-        passes the capacity checks before it claims one: a refused connection claims nothing."""
+        passes the capacity checks before it claims one: a refused connection claims nothing. What can refuse only
+        after the claim (the key's lease across instances, which needs the session's id) hands the session back."""
         local = self.local_copy(service, params, admission)
         if local is None:
             self.check_capacity(service, admission)
@@ -86,7 +90,12 @@ class SessionEndpoint:
                 return True
             if isinstance(claim, Takeover):  # another instance had taken it over: this copy was out of date
                 await self.end_copy(local)
-            self.check_capacity(service, admission)
+            try:
+                self.check_capacity(service, admission)
+            except Refused:
+                if isinstance(claim, Takeover):
+                    await hand_back(service, claim)
+                raise
         if not isinstance(claim, Takeover) or claim.state.session_id in service.registry:
             return False  # (still held here: never two copies of one session on an instance)
         return claim

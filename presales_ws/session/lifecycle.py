@@ -90,8 +90,38 @@ class Session:
     async def run(self) -> None:
         started = time.monotonic()
         info = self._register()
-        websocket = self.links.websocket
-        await websocket.accept(subprotocol=self.admission.subprotocol)
+        try:  # from here on, whatever happens, the `finally` lets go of what `_register` took
+            if not await self._accept(info):
+                return
+            async with self.service.transcriber.stream(self.format, info.session_id) as stream:
+                if self.takeover is not None:
+                    await self.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
+                self.outbound.send(self.ready(resumed=self.takeover is not None))
+                self.sharing.taken_up = True
+                async with anyio.create_task_group() as tg:
+                    self.task_group = tg
+                    await self._start_prompter(tg)
+                    tg.start_soon(self.forward_transcripts, stream)
+                    tg.start_soon(self.watch_limits, stream, info.drain)
+                    tg.start_soon(self.links.serve, stream)
+        except TranscriberBusy as exc:
+            await self.sharing.hand_back()
+            await self.refuse("transcriber_busy", str(exc), CloseCode.TRY_AGAIN_LATER)
+        except Exception:
+            self.log.exception("session.failed")
+            await self.sharing.hand_back()
+            await self.refuse("internal", "internal error; the session is closed", CloseCode.INTERNAL_ERROR)
+        finally:
+            self._release(info, started)
+
+    async def _accept(self, info: SessionInfo) -> bool:
+        """Complete the WebSocket handshake; False when the client left during it (nothing to say to it)."""
+        try:
+            await self.links.websocket.accept(subprotocol=self.admission.subprotocol)
+        except Exception as exc:  # uvicorn's ClientDisconnected, or a socket error
+            self.log.info("session.gone_before_accept", client=info.client, error=type(exc).__name__)
+            await self.sharing.hand_back()
+            return False
         self.log.info(
             "session.connected",
             client=info.client,
@@ -100,24 +130,7 @@ class Session:
             channels=self.format.channels,
             encoding=self.declaration.encoding,
         )
-        try:
-            async with self.service.transcriber.stream(self.format, info.session_id) as stream:
-                if self.takeover is not None:
-                    await self.sharing.settle()  # before `ready`: a resume after it is a later one, not a race
-                self.outbound.send(self.ready(resumed=self.takeover is not None))
-                async with anyio.create_task_group() as tg:
-                    self.task_group = tg
-                    await self._start_prompter(tg)
-                    tg.start_soon(self.forward_transcripts, stream)
-                    tg.start_soon(self.watch_limits, stream, info.drain)
-                    tg.start_soon(self.links.serve, stream)
-        except TranscriberBusy as exc:
-            await self.refuse("transcriber_busy", str(exc), CloseCode.TRY_AGAIN_LATER)
-        except Exception:
-            self.log.exception("session.failed")
-            await self.refuse("internal", "internal error; the session is closed", CloseCode.INTERNAL_ERROR)
-        finally:
-            self._release(info, started)
+        return True
 
     def _register(self) -> SessionInfo:
         """Take a place in the registry (and, with a resume token, in the sessions a token reaches)."""
