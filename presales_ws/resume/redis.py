@@ -3,11 +3,11 @@
 Nothing a transcript waits for touches Redis: writes go into a bounded queue (one entry per session state, the
 newest replacing an older one still queued) that one task drains; when Redis is slow or down the oldest entries
 give way, with one warning a minute. Reads happen where a client waits anyway: at connect (a lease) and at a
-resume (a claim, and from another instance a state), each bounded by REDIS_TIMEOUT_S; and in the background, the
-health probe every PROBE_INTERVAL_S, which also reads (one MGET) the owner of every session held here, to end a
-copy whose takeover message was missed (resume/takeovers.py). Each write checks, in the same script, that its
-session's copy here still owns it (resume/ownership.py); resume/takeovers.py hears of the takeovers other
-instances make.
+resume (a claim, and from another instance a state), each bounded by REDIS_TIMEOUT_S (resume/asking.py); and in
+the background, the health probe every PROBE_INTERVAL_S, which also reads (one MGET) the owner of every session
+held here, to end a copy whose takeover message was missed (resume/takeovers.py). Each write checks, in the
+same script, that its session's copy here still owns it (resume/ownership.py); resume/takeovers.py hears of the
+takeovers other instances make.
 """
 
 from __future__ import annotations
@@ -20,21 +20,17 @@ import anyio
 import anyio.abc
 import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
-from redis.maint_notifications import MaintNotificationsConfig
+from redis.exceptions import RedisError
 
 from presales_ws.logs import get_logger
-from presales_ws.resume.leases import LEASE_REFRESH_S, LEASE_TTL_S, TAKE_LEASE, lease_key
+from presales_ws.resume.asking import Asker
+from presales_ws.resume.leases import LEASE_REFRESH_S, LEASE_TTL_S, lease_key
 from presales_ws.resume.ownership import (
     CLAIM_TTL_S,
     FORGET,
     RELEASE,
     SAVE,
     SUPERSEDED_CHANNEL,
-    TAKE,
     claim_key,
     generation_key,
     owner_key,
@@ -47,11 +43,6 @@ WRITE_QUEUE_MAX = 1000  # queued writes; beyond it the oldest is dropped
 RETRY_AFTER_S = 1.0  # after a failed write, before the next try
 PROBE_INTERVAL_S = 5.0  # how often the health of Redis is checked (and a lost Redis noticed)
 WARN_INTERVAL_S = 60.0  # at most one warning a minute while Redis is down or slow
-
-# redis-py checks a pooled connection for a close Redis already sent before it hands it out (so a command is not
-# written to a connection Redis closed, e.g. after a restart), unless it listens for maintenance notices (RESP3's
-# default), which a single Redis never sends.
-NO_NOTICES = MaintNotificationsConfig(enabled=False)
 
 log = get_logger("presales_ws.redis")
 
@@ -104,14 +95,7 @@ class SharedState:
     def __init__(self, url: str, *, state_ttl_s: float) -> None:
         timeouts: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
         self._redis: Any = aioredis.Redis.from_url(url, health_check_interval=0, **timeouts)
-        # What a client waits on goes through connections of its own, whose commands redis-py never resends by
-        # itself (by default it does, after a connection error or a timeout): a claim reaches Redis at most once.
-        never = Retry(NoBackoff(), 0)
-        self._asker: Any = aioredis.Redis.from_url(
-            url, health_check_interval=0, retry=never, maint_notifications_config=NO_NOTICES, **timeouts
-        )
-        self._take_lease = self._asker.register_script(TAKE_LEASE)
-        self._take = self._asker.register_script(TAKE)
+        self._asker = Asker(url, REDIS_TIMEOUT_S, self._down, self._up)  # what a client waits on: asking.py
         self._scripts = {name: self._redis.register_script(code) for name, code in _SCRIPTS.items()}
         self._state_ttl_ms = int(state_ttl_s * 1000)
         self._queue: OrderedDict[str, _Write] = OrderedDict()
@@ -176,7 +160,7 @@ class SharedState:
         keys = [state_key(digest), owner_key(digest), claim_key(digest), generation_key(digest)]
         args = [owner, self._state_ttl_ms, int(CLAIM_TTL_S * 1000), SUPERSEDED_CHANNEL, digest]
         args += [key_id or "", sample_rate, channels, here or ""]
-        taken = await self._ask(self._take, keys=keys, args=args, once=True)
+        taken = await self._asker.ask(self._asker.take, keys=keys, args=args, once=True)
         if taken == 1:
             return "here"
         if taken == -1:
@@ -192,7 +176,7 @@ class SharedState:
         """Whether this key may hold one more session across every instance; None when Redis cannot say."""
         now = time.time()
         args = [now, now + LEASE_TTL_S, limit, session_id, int(LEASE_TTL_S * 2000)]
-        taken = await self._ask(self._take_lease, keys=[lease_key(key_id)], args=args)
+        taken = await self._asker.ask(self._asker.take_lease, keys=[lease_key(key_id)], args=args)
         if taken is None:
             return None
         if taken:
@@ -202,55 +186,6 @@ class SharedState:
     def hold_lease(self, key_id: str, session_id: str) -> None:
         """Refresh this session's lease from here on (Redis could not be asked when it started)."""
         self._leases[session_id] = key_id
-
-    async def _ask(self, script: Any, *, keys: list[str], args: list[Any], once: bool = False) -> Any:
-        """One script a client waits on, bounded; None when Redis is down or too slow. A connection Redis closed
-        (it restarted since the pool last used it) means the idle ones are stale too: they are dropped, and the
-        script is sent again on a new connection; unless it must run at most once (`once`: a claim, which Redis
-        may have run before the connection broke): that one is sent again only if sending it failed."""
-        try:
-            with anyio.fail_after(REDIS_TIMEOUT_S * 2):
-                if once:
-                    answer = await self._run_once(script, keys, args)
-                else:
-                    try:
-                        answer = await script(keys=keys, args=args)
-                    except RedisConnectionError:
-                        await self._asker.connection_pool.disconnect(inuse_connections=False)
-                        answer = await script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down(exc)
-            return None
-        self._up()
-        return answer
-
-    async def _run_once(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Send `script` on one connection and read its answer. Sent again only when it did not leave: a stale
-        connection fails as it is written to, and a Redis that lost its scripts (a restart) answers NOSCRIPT
-        without running it. A connection left with an answer unread (a timeout) is closed, never reused."""
-        pool = self._asker.connection_pool
-        connection = await pool.get_connection()
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            try:
-                await connection.send_command(*command)
-            except RedisConnectionError:
-                await pool.disconnect(inuse_connections=False)
-                await connection.send_command(*command)
-            try:
-                return await connection.read_response()
-            except NoScriptError:
-                await connection.send_command("SCRIPT", "LOAD", script.script)
-                await connection.read_response()
-                await connection.send_command(*command)
-                return await connection.read_response()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await connection.disconnect(nowait=True)
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await pool.release(connection)
 
     # --- the background work ------------------------------------------------------------------------------
 
@@ -344,22 +279,13 @@ class SharedState:
             try:
                 with anyio.fail_after(REDIS_TIMEOUT_S * 2):
                     await self._redis.ping()
-                    await self._check_asker()
+                    await self._asker.check()
                 await self.takeovers.reconcile()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
             else:
                 self._up()
             await anyio.sleep(PROBE_INTERVAL_S)
-
-    async def _check_asker(self) -> None:
-        """The connection claims go out on, checked with each probe (made again after a Redis restart): a claim
-        finds one ready, which a stale one would cost its single send."""
-        try:
-            await self._asker.ping()
-        except RedisConnectionError:
-            await self._asker.connection_pool.disconnect(inuse_connections=False)
-            await self._asker.ping()
 
     def _down(self, exc: BaseException) -> None:
         self.health = "down"
