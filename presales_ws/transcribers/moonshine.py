@@ -83,9 +83,7 @@ def _session(path: Path, *, one_token: bool = False) -> Any:
         for dimension in ("batch_size", "decoder_sequence_length"):
             options.add_free_dimension_override_by_name(dimension, 1)
     disabled = ["MatMulScaleFusion"] if one_token else []
-    return ort.InferenceSession(
-        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
-    )
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def _as_input(output: str) -> str:
