@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from presales_ws.session.sharing import Sharing
 
 
+def resume_token(service: Service, params: SessionParams) -> str | None:
+    """The token a connection may take a session up with: one was given, resumes are on, the server is not
+    draining, and the audio is PCM (a compressed stream cannot be taken up mid-stream: a new session)."""
+    if service.draining or not service.settings.resume_window_s or params.encoding != "linear16":
+        return None
+    return params.resume
+
+
 async def claim_session(
     service: Service, params: SessionParams, admission: Admission, *, here: Sharing | None
 ) -> Takeover | Literal["here", "contended"] | None:
@@ -26,12 +34,10 @@ async def claim_session(
     that held it, wherever it is, ends) when another holder had it or held it; "contended" when another resume
     of it is under way (this one gets a new session). None when Redis cannot say or has no such session for this
     key and format: a copy held here goes on from its own memory, otherwise a new session."""
-    shared = service.shared
-    if params.resume is None or shared is None or service.draining or not service.settings.resume_window_s:
+    shared, token = service.shared, resume_token(service, params)
+    if shared is None or token is None:
         return None
-    if params.encoding != "linear16":  # a compressed stream cannot be taken up mid-stream
-        return None
-    digest = token_digest(params.resume)
+    digest = token_digest(token)
     if digest is None:
         return None
     owner = new_owner()
@@ -44,7 +50,7 @@ async def claim_session(
     if not same_key(state.key_id, admission.key_id):  # checked in Redis too: never another key's session
         return None
     finals_end = parse_finals_end(params.finals_end, params.channels)
-    return Takeover(state, params.resume, finals_end, owner=owner, generation=generation)
+    return Takeover(state, token, finals_end, owner=owner, generation=generation)
 
 
 async def hand_back(service: Service, takeover: Takeover) -> None:

@@ -16,7 +16,7 @@ from presales_ws.declaration import FORMAT_FIELDS, Declaration
 from presales_ws.logs import get_logger
 from presales_ws.protocol import CloseCode, Error, SessionParams
 from presales_ws.registry import new_session_id
-from presales_ws.resume.admission import check_shared_capacity, claim_session, hand_back
+from presales_ws.resume.admission import check_shared_capacity, claim_session, hand_back, resume_token
 from presales_ws.resume.replay import parse_finals_end
 from presales_ws.resume.state import Takeover
 from presales_ws.service import Service
@@ -103,11 +103,10 @@ class SessionEndpoint:
     def local_copy(self, service: Service, params: SessionParams, admission: Admission) -> Session | None:
         """The session a resume token names, if it is held here, same key, same format. Any other token starts a
         new session (`resumed: false`) unless another instance can take it over, never an error."""
-        if params.resume is None or service.draining or not service.settings.resume_window_s:
+        token = resume_token(service, params)
+        if token is None:
             return None
-        if params.encoding != "linear16":  # a compressed stream cannot be taken up mid-stream: a new session
-            return None
-        session: Session | None = service.local_sessions.find(params.resume, admission.key_id)
+        session: Session | None = service.local_sessions.find(token, admission.key_id)
         if session is None:
             return None
         if (session.format.sample_rate, session.format.channels) != (params.sample_rate, params.channels):
